@@ -1,0 +1,147 @@
+"""`fuse` / `unfuse` on every supported family, against timm itself and the loop reference."""
+
+import pytest
+import torch
+from timm.models.vision_transformer import Block, VisionTransformer
+
+import tofu_edge
+from tests.conftest import TINY, images_for, tiny_model
+from tofu_edge import FusionConfig, InputShapeError, UnsupportedModelError
+from tofu_edge.ops.reference import reference_forward
+from tofu_edge.patch.attention import attend
+
+ATOL = 1e-5
+
+
+@pytest.mark.parametrize("fused_attn", [True, False])
+def test_r0_equals_the_unfused_model_exactly(family, fused_attn):
+    model = tiny_model(family, fused_attn)
+    images = images_for(model)
+    with torch.no_grad():
+        expected = model(images)
+        tofu_edge.fuse(model, FusionConfig(r=0))
+        assert torch.equal(model(images), expected)
+
+
+@pytest.mark.parametrize("fused_attn", [True, False])
+def test_attend_equals_timm_attention_with_the_same_bias(family, fused_attn):
+    model = tiny_model(family, fused_attn)
+    x = torch.randn(2, tofu_edge.describe_vit(model).num_tokens, model.embed_dim)
+    bias = torch.randn(2, 1, 1, x.shape[1])
+    attn = model.blocks[1].attn
+    with torch.no_grad():
+        torch.testing.assert_close(attend(attn, x, bias)[0], attn(x, attn_mask=bias), atol=ATOL, rtol=0)
+        torch.testing.assert_close(attend(attn, x, None)[0], attn(x), atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("mode", ["tofu", "mlerp", "mean", "prune"])
+def test_fused_model_matches_the_reference(family, mode):
+    model = tiny_model(family)
+    limit = 3 if family != "dinov2_registers" else 2
+    config = FusionConfig(r=limit, mode=mode, switch=1)
+    images = images_for(model)
+    with torch.no_grad():
+        tofu_edge.fuse(model, config)
+        got = model(images)
+        want = reference_forward(model, model.tofu_plan, images)
+    torch.testing.assert_close(got, want, atol=ATOL, rtol=0)
+
+
+def test_fused_model_without_proportional_attention_matches_the_reference():
+    model = tiny_model("vit")
+    images = images_for(model)
+    with torch.no_grad():
+        tofu_edge.fuse(model, FusionConfig(r=3, mode="mean", prop_attn=False))
+        torch.testing.assert_close(model(images), reference_forward(model, model.tofu_plan, images), atol=ATOL, rtol=0)
+
+
+def test_r_at_the_limit_of_every_block_runs():
+    model = tiny_model("vit")
+    tofu_edge.fuse(model, FusionConfig(r=[8, 4, 2, 1], mode="mlerp"))
+    assert model.tofu_plan.tokens_out == 2
+    with torch.no_grad():
+        out = model(images_for(model))
+    assert out.shape == (2, model.num_classes) and torch.isfinite(out).all()
+
+
+def test_state_dict_keys_and_values_unchanged(family):
+    model = tiny_model(family)
+    before = model.state_dict()
+    tofu_edge.fuse(model, FusionConfig(r=2))
+    after = model.state_dict()
+    assert list(after) == list(before)
+    assert all(torch.equal(after[k], before[k]) for k in before)
+
+
+def test_unfuse_restores_the_original_exactly(family):
+    model = tiny_model(family)
+    original_class = type(model)
+    images = images_for(model)
+    with torch.no_grad():
+        expected = model(images)
+        tofu_edge.fuse(model, FusionConfig(r=3, mode="mean"))
+        assert not torch.equal(model(images), expected)
+        tofu_edge.unfuse(model)
+        assert torch.equal(model(images), expected)
+    assert type(model) is original_class and all(type(b) is Block for b in model.blocks)
+    assert not hasattr(model, "tofu_plan") and not tofu_edge.is_fused(model)
+
+
+def test_fuse_twice_is_the_same_as_fusing_once():
+    model, twice = tiny_model("vit"), tiny_model("vit")
+    images = images_for(model)
+    tofu_edge.fuse(model, FusionConfig(r=3, mode="mlerp"))
+    tofu_edge.fuse(twice, FusionConfig(r=1, mode="mean"))
+    tofu_edge.fuse(twice, FusionConfig(r=3, mode="mlerp"))
+    with torch.no_grad():
+        assert torch.equal(model(images), twice(images))
+    assert type(twice).__mro__.count(VisionTransformer) == 1
+    assert twice.tofu_plan == model.tofu_plan
+
+
+def test_fuse_returns_the_model_and_exposes_the_plan():
+    model = tiny_model("vit")
+    assert tofu_edge.fuse(model, FusionConfig(r=2)) is model
+    assert model.tofu_plan.r_schedule == (2, 2, 2, 2)
+    assert [b.tokens_out for b in model.tofu_plan.blocks] == [15, 13, 11, 9]
+
+
+def test_fused_output_token_count_follows_the_plan():
+    model = tiny_model("deit_distilled")
+    tofu_edge.fuse(model, FusionConfig(r=[3, 2]))
+    with torch.no_grad():
+        assert model.forward_features(images_for(model)).shape == (2, 18 - 5, TINY["embed_dim"])
+
+
+def test_impossible_schedule_leaves_the_model_untouched():
+    model = tiny_model("vit")
+    with pytest.raises(tofu_edge.ScheduleError, match="block 1"):
+        tofu_edge.fuse(model, FusionConfig(r=[8, 8]))
+    assert not tofu_edge.is_fused(model)
+
+
+def test_wrong_image_size_is_a_clear_error():
+    model = tofu_edge.fuse(tiny_model("vit"), FusionConfig(r=2))
+    with pytest.raises(InputShapeError, match=r"fused for images of shape \[B, 3, 32, 32\], got \[1, 3, 64, 64\]"):
+        model(torch.randn(1, 3, 64, 64))
+
+
+@pytest.mark.parametrize(
+    "name, overrides, what",
+    [
+        ("eva02_tiny_patch14_224", dict(img_size=28, depth=1), "is a Eva"),
+        ("vit_small_patch16_224", dict(global_pool="map"), "pools with attention"),
+        ("vit_small_patch16_224", dict(dynamic_img_size=True), "dynamic_img_size=True"),
+        ("vit_small_patch16_224", dict(global_pool="avgmax", class_token=False), "global_pool='avgmax'"),
+    ],
+)
+def test_unsupported_models_are_refused_with_what_is_supported(name, overrides, what):
+    model = tofu_edge.create_model(name, **{**TINY, **overrides})
+    with pytest.raises(UnsupportedModelError, match=what) as error:
+        tofu_edge.fuse(model, FusionConfig(r=1))
+    assert "tofu-edge supports timm VisionTransformer" in str(error.value)
+
+
+def test_unknown_model_name_suggests_close_names():
+    with pytest.raises(tofu_edge.UnknownModelError, match="did you mean deit_small"):
+        tofu_edge.create_model("deit_smal")

@@ -1,0 +1,28 @@
+"""The `tofu-edge` command line: thin commands that parse, call one library function and render."""
+
+from __future__ import annotations
+
+import typer
+
+from tofu_edge.cli.errors import one_line_errors
+from tofu_edge.cli.plan import plan_command
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="tofu-edge",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("plan")(one_line_errors(plan_command))
+
+
+@app.callback()
+def _root() -> None:
+    """Token Fusion for timm Vision Transformers: plan, export and benchmark static-shape fused models."""
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,71 @@
+"""`tofu-edge plan`: the per-block token plan and MACs of a fused model."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tofu_edge.cli.options import (
+    ClampOption,
+    ImgSizeOption,
+    InflectionOption,
+    KeepOption,
+    ModelArg,
+    ModeOption,
+    PropAttnOption,
+    ROption,
+    SwitchOption,
+    fusion_config,
+)
+from tofu_edge.config import Mode
+from tofu_edge.models import create_model
+from tofu_edge.patch import describe_vit
+from tofu_edge.plan import FusionPlan, resolve_plan
+
+__all__ = ["plan_command", "render_plan"]
+
+
+def plan_command(
+    model: ModelArg,
+    r: ROption = "0",
+    mode: ModeOption = Mode.TOFU,
+    switch: SwitchOption = None,
+    inflection: InflectionOption = 0.0,
+    keep: KeepOption = None,
+    clamp: ClampOption = False,
+    prop_attn: PropAttnOption = True,
+    img_size: ImgSizeOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+) -> None:
+    """Show how a model is fused: tokens in and out, r, mode and GMACs of every block, and the totals.
+
+    Example: tofu-edge plan deit_small_patch16_224 --r 13 --mode tofu
+    """
+    config = fusion_config(r, mode, switch, inflection, keep, clamp, prop_attn)
+    plan = resolve_plan(config, describe_vit(create_model(model, img_size=img_size)))
+    if as_json:
+        typer.echo(json.dumps(plan.to_dict(), indent=2))
+    else:
+        render_plan(plan, Console())
+
+
+def render_plan(plan: FusionPlan, console: Console) -> None:
+    """Print the plan as a table with a totals line."""
+    table = Table(title=f"{plan.arch.name}: {plan.config.mode.value} fusion", title_justify="left")
+    for column in ("block", "tokens in", "r", "mode", "tokens out", "GMACs"):
+        table.add_column(column, justify="left" if column == "mode" else "right")
+    for block in plan.blocks:
+        mode = block.mode.value if block.r else "-"
+        table.add_row(
+            str(block.index), str(block.tokens_in), str(block.r), mode, str(block.tokens_out), f"{block.macs / 1e9:.3f}"
+        )
+    console.print(table)
+    console.print(
+        f"total {plan.macs / 1e9:.3f} GMACs vs {plan.unfused_macs / 1e9:.3f} unfused: "
+        f"{plan.macs / plan.unfused_macs:.3f} of the MACs, ideal speed-up {plan.unfused_macs / plan.macs:.2f}x\n"
+        f"tokens {plan.arch.num_tokens} -> {plan.tokens_out}"
+    )

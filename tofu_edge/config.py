@@ -1,0 +1,109 @@
+"""`FusionConfig`: the frozen, user-facing description of how a model is fused."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+from tofu_edge.errors import ConfigError
+
+__all__ = ["Mode", "FusionConfig"]
+
+
+class Mode(str, Enum):
+    """How a fusion step treats the tokens it removes.
+
+    ``tofu`` is a schedule of the other three: ``prune`` below the switch block, ``mlerp`` from it on.
+    """
+
+    TOFU = "tofu"
+    MLERP = "mlerp"
+    MEAN = "mean"
+    PRUNE = "prune"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    """What to fuse: a token schedule, a merge mode and attention options.
+
+    Give either ``r`` (a constant, with an optional ToMe ``inflection``, or an explicit per-block list) or
+    ``keep`` (a target fraction of the unfused model's MACs, solved into per-block ``r`` at fuse time).
+
+    Args:
+        r: Tokens removed per block: an int for every block, or a sequence with one entry per block
+            (shorter sequences are padded with zeros, as ToMe does).
+        mode: ``tofu``, ``mlerp``, ``mean`` (ToMe) or ``prune``.
+        switch: First block that merges with MLERP in ``tofu`` mode (blocks below it prune). ``None``
+            means the middle of the network, ``num_blocks // 2``.
+        prop_attn: Add ``log(size)`` to the attention logits (proportional attention).
+        inflection: ToMe's schedule shape for an int ``r``: 0 constant, negative decreasing, positive
+            increasing; in [-1, 1].
+        keep: Target fraction of the unfused MACs in (0, 1]; the plan removes as many tokens as needed
+            to get at or just below it.
+        clamp: Cap each block's ``r`` at what it can remove (ToMe's behaviour), instead of raising. The
+            plan then shows the capped values.
+
+    Raises:
+        ConfigError: a malformed or conflicting option.
+    """
+
+    r: int | tuple[int, ...] = 0
+    mode: Mode = Mode.TOFU
+    switch: int | None = None
+    prop_attn: bool = True
+    inflection: float = 0.0
+    keep: float | None = None
+    clamp: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mode", _parse_mode(self.mode))
+        object.__setattr__(self, "r", _parse_r(self.r))
+        if self.switch is not None and (isinstance(self.switch, bool) or not isinstance(self.switch, int)):
+            raise ConfigError(f"switch must be a block index (int), got {self.switch!r}")
+        if self.switch is not None and self.switch < 0:
+            raise ConfigError(f"switch must be >= 0, got {self.switch}")
+        if not -1.0 <= float(self.inflection) <= 1.0:
+            raise ConfigError(f"inflection must be in [-1, 1], got {self.inflection}")
+        if self.inflection and not isinstance(self.r, int):
+            raise ConfigError("inflection shapes a constant r; it cannot be combined with a per-block r list")
+        if self.keep is not None:
+            if not 0.0 < float(self.keep) <= 1.0:
+                raise ConfigError(f"keep must be a fraction of the MACs in (0, 1], got {self.keep}")
+            if self.r != 0 or self.inflection:
+                raise ConfigError("give either keep (a MACs target) or r (a token schedule), not both")
+
+    def to_dict(self) -> dict:
+        """The config as plain JSON types."""
+        return {
+            "r": list(self.r) if isinstance(self.r, tuple) else self.r,
+            "mode": self.mode.value,
+            "switch": self.switch,
+            "prop_attn": self.prop_attn,
+            "inflection": self.inflection,
+            "keep": self.keep,
+            "clamp": self.clamp,
+        }
+
+
+def _parse_mode(mode: Mode | str) -> Mode:
+    try:
+        return Mode(mode)
+    except ValueError:
+        choices = ", ".join(m.value for m in Mode)
+        raise ConfigError(f"unknown mode {mode!r}; choose one of {choices}") from None
+
+
+def _parse_r(r: int | Sequence[int]) -> int | tuple[int, ...]:
+    values = [r] if isinstance(r, int) else r
+    if isinstance(r, (str, bytes)) or not isinstance(values, Sequence):
+        raise ConfigError(f"r must be an int or a sequence of ints, got {r!r}")
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"r values must be ints, got {value!r}")
+        if value < 0:
+            raise ConfigError(f"r values must be >= 0, got {value}")
+    return r if isinstance(r, int) else tuple(values)

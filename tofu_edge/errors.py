@@ -1,0 +1,41 @@
+"""The exceptions tofu-edge raises for bad input; the CLI prints them as one line."""
+
+from __future__ import annotations
+
+__all__ = [
+    "TofuError",
+    "ConfigError",
+    "ScheduleError",
+    "UnsupportedModelError",
+    "UnknownModelError",
+    "InputShapeError",
+]
+
+
+class TofuError(Exception):
+    """Base class of every error tofu-edge raises on purpose (bad input, failed checks)."""
+
+    exit_code: int = 2
+
+
+class ConfigError(TofuError, ValueError):
+    """A fusion option is malformed (unknown mode, negative r, conflicting options)."""
+
+
+class ScheduleError(TofuError, ValueError):
+    """A token schedule cannot be carried out on the model (names the block and the limit)."""
+
+
+class UnsupportedModelError(TofuError, TypeError):
+    """The model is not one of the ViT families that fusion supports."""
+
+
+class UnknownModelError(TofuError, KeyError):
+    """No timm model has the requested name."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; show it plainly
+        return str(self.args[0]) if self.args else ""
+
+
+class InputShapeError(TofuError, ValueError):
+    """An input tensor does not have the shape the (statically planned) model was fused for."""

@@ -1,0 +1,91 @@
+"""Bipartite soft matching with static shapes: the index plan of one fusion step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["TokenMatch", "match_tokens", "split_starts", "EPS"]
+
+EPS = 1e-6  # guards the division by a zero norm (metric rows, merged averages)
+
+
+@dataclass(frozen=True)
+class TokenMatch:
+    """Where every token of one fusion step goes. Positions index the block's full sequence.
+
+    ``order`` lists the tokens in output order followed by the sources: ``[prefix, unm, B, src]``. The
+    first ``N - r`` entries are the kept tokens, the last ``r`` the sources, and ``dst_slot`` gives the
+    output slot (in ``[0, N - r)``) of each source's destination.
+
+    Shapes:
+        order: [B, N] (int64)
+        dst_slot: [B, r] (int64)
+    """
+
+    order: torch.Tensor
+    dst_slot: torch.Tensor
+    r: int
+
+    @property
+    def num_out(self) -> int:
+        """Tokens kept, ``N - r``."""
+        return self.order.shape[1] - self.r
+
+
+def split_starts(num_prefix: int) -> tuple[int, int]:
+    """First positions of the A set (even positions) and the B set (odd positions) after the prefix."""
+    a_start = num_prefix + num_prefix % 2
+    return a_start, 2 * num_prefix + 1 - a_start
+
+
+def match_tokens(metric: torch.Tensor, num_prefix: int, r: int) -> TokenMatch:
+    """Match the ``r`` most redundant A tokens to their most similar B tokens.
+
+    A holds the non-prefix tokens at even positions, B those at odd positions. Every A token picks its
+    best B partner by cosine similarity (the lower index wins a tie); the ``r`` A tokens with the highest
+    best score become sources (again the lower index wins a tie); the others stay in their order.
+
+    Args:
+        metric: Matching features (keys averaged over heads).
+        num_prefix: Protected prefix tokens ``P`` that never take part.
+        r: Sources to pick, ``0 < r <= |A|``.
+
+    Returns:
+        The index plan of the step.
+
+    Shapes:
+        metric: [B, N, Ck]
+    """
+    batch, num_tokens, _ = metric.shape
+    a_start, b_start = split_starts(num_prefix)
+    num_a = len(range(a_start, num_tokens, 2))
+    num_b = len(range(b_start, num_tokens, 2))
+
+    metric = metric.detach()
+    metric = metric / metric.norm(dim=-1, keepdim=True).clamp_min(EPS)
+    scores = metric[:, a_start::2] @ metric[:, b_start::2].transpose(1, 2)  # [B, |A|, |B|]
+    best_score, best_dst = scores.max(dim=-1)  # first maximum on ties
+
+    # Rank of each A token in a stable descending sort of its best score: exact, so every backend agrees.
+    ahead = best_score[:, None, :] > best_score[:, :, None]
+    tied_before = (best_score[:, None, :] == best_score[:, :, None]) & _strictly_lower(num_a, metric.device)
+    rank = (ahead | tied_before).sum(dim=-1)  # [B, |A|]
+
+    # Unique integer keys: sources first, then the unmerged tokens in ascending position.
+    reverse_index = torch.arange(num_a - 1, -1, -1, device=metric.device, dtype=torch.float32)
+    key = (rank < r).to(torch.float32) * num_a + reverse_index
+    a_order = key.topk(num_a, dim=-1).indices  # [B, |A|]
+    src_a, unm_a = a_order[:, :r], a_order[:, r:]
+
+    prefix = torch.arange(num_prefix, device=metric.device).expand(batch, num_prefix)
+    b_pos = torch.arange(b_start, num_tokens, 2, device=metric.device).expand(batch, num_b)
+    order = torch.cat([prefix, a_start + 2 * unm_a, b_pos, a_start + 2 * src_a], dim=1)
+    dst_slot = best_dst.gather(1, src_a) + (num_prefix + num_a - r)
+    return TokenMatch(order=order, dst_slot=dst_slot, r=r)
+
+
+def _strictly_lower(n: int, device: torch.device) -> torch.Tensor:
+    """``mask[i, j] = j < i``, shape [n, n]."""
+    return torch.ones(n, n, dtype=torch.bool, device=device).tril(-1)
