@@ -10,6 +10,7 @@ from tofu_edge.errors import (
     UnknownModelError,
     UnsupportedModelError,
 )
+from tofu_edge.export import export_onnx
 from tofu_edge.models import create_model
 from tofu_edge.patch import describe_vit, fuse, is_fused, unfuse
 from tofu_edge.plan import BlockPlan, FusionPlan, resolve_plan
@@ -25,6 +26,7 @@ __all__ = [
     "describe_vit",
     "resolve_plan",
     "create_model",
+    "export_onnx",
     "ViTArch",
     "BlockPlan",
     "FusionPlan",

@@ -9,6 +9,11 @@ __all__ = [
     "UnsupportedModelError",
     "UnknownModelError",
     "InputShapeError",
+    "OutputError",
+    "CheckpointError",
+    "ExportError",
+    "ParityError",
+    "MissingDependencyError",
 ]
 
 
@@ -39,3 +44,25 @@ class UnknownModelError(TofuError, KeyError):
 
 class InputShapeError(TofuError, ValueError):
     """An input tensor does not have the shape the (statically planned) model was fused for."""
+
+
+class OutputError(TofuError, OSError):
+    """An output path cannot be written."""
+
+
+class CheckpointError(TofuError, ValueError):
+    """A checkpoint is missing, corrupt, unsafe to load, or does not fit the model."""
+
+
+class ExportError(TofuError, RuntimeError):
+    """The exporter could not produce a valid graph (e.g. an opset the graph cannot use)."""
+
+
+class ParityError(TofuError, AssertionError):
+    """The exported model's outputs are out of tolerance against PyTorch (a failed check: exit code 1)."""
+
+    exit_code = 1
+
+
+class MissingDependencyError(TofuError, ImportError):
+    """An optional package (TensorRT, a runtime) is needed and not installed; the message says how."""

@@ -7,7 +7,7 @@ import difflib
 import timm
 import torch
 
-from tofu_edge.errors import ConfigError, UnknownModelError
+from tofu_edge.errors import ConfigError, TofuError, UnknownModelError
 
 __all__ = ["create_model"]
 
@@ -34,6 +34,12 @@ def create_model(name: str, *, img_size: int | None = None, pretrained: bool = F
         kwargs["img_size"] = img_size
     try:
         model = timm.create_model(name, pretrained=pretrained, **kwargs)
+    except OSError as error:  # hub download: offline, missing file, no access
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise TofuError(
+            f"cannot fetch pretrained weights for {name} ({first_line}); "
+            "without a network, pass a local file with --checkpoint"
+        ) from None
     except (TypeError, ValueError, AssertionError) as error:
         raise ConfigError(f"timm cannot build {name} with {kwargs}: {error}") from None
     return model.eval()

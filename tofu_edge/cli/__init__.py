@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from tofu_edge.cli.errors import one_line_errors
+from tofu_edge.cli.export import export_command
 from tofu_edge.cli.plan import plan_command
 
 __all__ = ["app", "main"]
@@ -16,6 +17,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("plan")(one_line_errors(plan_command))
+app.command("export")(one_line_errors(export_command))
 
 
 @app.callback()

@@ -1,0 +1,261 @@
+"""`export_onnx` and `tofu-edge export`: portable graph, metadata, parity, atomic outputs, bad input."""
+
+import copy
+import json
+import pickle
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+import tofu_edge
+from tests.conftest import images_for, tiny_model
+from tofu_edge import FusionConfig
+from tofu_edge.cli import app
+from tofu_edge.errors import CheckpointError, ExportError, OutputError, ParityError
+from tofu_edge.export import ParityTolerance, export_onnx
+
+runner = CliRunner()
+CONFIG = FusionConfig(r=2, mode="tofu", switch=2)
+
+
+@pytest.fixture(scope="module")
+def fused_export(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fused")
+    model = tiny_model("deit_distilled")
+    report = export_onnx(model, folder / "m.onnx", CONFIG)
+    assert not tofu_edge.is_fused(model)  # the caller's model is left as it was
+    return model, report
+
+
+def test_writes_onnx_and_report_with_the_same_stem(fused_export):
+    _, report = fused_export
+    assert report.onnx_path.is_file() and report.report_path == report.onnx_path.with_suffix(".json")
+    saved = json.loads(report.report_path.read_text())
+    assert saved["parity"]["passed"] and saved["opset"] == 17 and saved["input_shape"] == [1, 3, 32, 32]
+    assert saved["plan"]["blocks"][0]["tokens_in"] == 18 and saved["gmacs"] < saved["unfused_gmacs"]
+    assert set(saved["versions"]) >= {"tofu_edge", "torch", "timm", "onnx", "onnxruntime"}
+
+
+def test_parity_covers_random_flat_and_real_photos(fused_export):
+    sets = {s.name: s for s in fused_export[1].parity.sets}
+    assert set(sets) == {"random", "flat", "photos"} and sets["photos"].images == 8
+    assert all(s.min_cosine > 0.9999 and s.top1_agreement == 1.0 for s in sets.values())
+
+
+def test_graph_is_portable_opset17_and_static(fused_export):
+    proto = onnx.load(fused_export[1].onnx_path)
+    onnx.checker.check_model(proto, full_check=True)
+    assert [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] == [17]
+    assert {n.domain for n in proto.graph.node} <= {"", "ai.onnx"}
+    assert not [n for n in proto.graph.node if n.op_type.startswith("Scatter")]
+    inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True)
+    values = [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]
+    assert all(d.HasField("dim_value") for v in values for d in v.type.tensor_type.shape.dim)
+
+
+def test_metadata_records_config_plan_and_versions(fused_export):
+    meta = {p.key: p.value for p in onnx.load(fused_export[1].onnx_path).metadata_props}
+    assert json.loads(meta["tofu_edge.config"])["mode"] == "tofu"
+    assert [b["r"] for b in json.loads(meta["tofu_edge.plan"])["blocks"]] == [2, 2, 2, 2]
+    assert "torch" in json.loads(meta["tofu_edge.versions"])
+
+
+def test_exported_model_matches_the_fused_model(fused_export):
+    model, report = fused_export
+    session = ort.InferenceSession(str(report.onnx_path), providers=["CPUExecutionProvider"])
+    images = images_for(model, batch=1, seed=5)
+    with torch.no_grad():
+        want = tofu_edge.fuse(copy.deepcopy(model), CONFIG)(images).numpy()
+    np.testing.assert_allclose(session.run(None, {"images": images.numpy()})[0], want, atol=1e-4)
+
+
+def test_dynamic_batch_opset18(tmp_path):
+    report = export_onnx(
+        tiny_model("vit"), tmp_path / "d.onnx", FusionConfig(r=3, mode="mean"), opset=18, dynamic_batch=True, batch=2
+    )
+    proto = onnx.load(report.onnx_path)
+    assert [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] == [18]
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param
+    session = ort.InferenceSession(str(report.onnx_path), providers=["CPUExecutionProvider"])
+    assert session.run(None, {"images": np.zeros((3, 3, 32, 32), np.float32)})[0].shape == (3, 1000)
+
+
+def test_static_batch_is_fixed_in_the_graph(tmp_path):
+    report = export_onnx(tiny_model("avg_pool"), tmp_path / "b.onnx", FusionConfig(r=2, mode="mlerp"), batch=3)
+    assert report.input_shape == (3, 3, 32, 32)
+    dims = onnx.load(report.onnx_path).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims] == [3, 3, 32, 32]
+
+
+def test_parity_failure_raises_and_leaves_nothing(tmp_path):
+    with pytest.raises(ParityError, match="parity out of tolerance: random: cosine"):
+        export_onnx(
+            tiny_model("vit"), tmp_path / "p.onnx", FusionConfig(r=2), tolerance=ParityTolerance(min_cosine=1.0)
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_parity_failure_exits_1(tmp_path):
+    result = runner.invoke(
+        app,
+        [
+            "export",
+            "deit_tiny_patch16_224",
+            "-o",
+            str(tmp_path / "m.onnx"),
+            "--img-size",
+            "32",
+            "--r",
+            "1,1",
+            "--min-cosine",
+            "1.0",
+        ],
+    )
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("error: m.onnx: onnxruntime vs PyTorch parity out of tolerance")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_prints_the_report_as_json(tmp_path):
+    result = runner.invoke(
+        app,
+        [
+            "export",
+            "deit_tiny_patch16_224",
+            "-o",
+            str(tmp_path / "m.onnx"),
+            "--img-size",
+            "32",
+            "--r",
+            "1,1,1",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)  # 4 patches + class token: 5 -> 4 -> 3 -> 2
+    assert report["parity"]["passed"] and report["plan"]["tokens_out"] == 2
+    assert (tmp_path / "m.onnx").is_file() and (tmp_path / "m.json").is_file()
+
+
+# --- bad input: one line, exit 2, nothing written -------------------------------------------------
+
+
+def assert_usage_error(result, message, folder):
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"error: {message}"), result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
+    assert not [p for p in folder.rglob("*") if p.is_file()]
+
+
+def test_unknown_model(tmp_path):
+    result = runner.invoke(app, ["export", "deit_smal", "-o", str(tmp_path / "m.onnx")])
+    assert_usage_error(result, "unknown model 'deit_smal'", tmp_path)
+
+
+def test_impossible_schedule(tmp_path):
+    result = runner.invoke(app, ["export", "deit_small_patch16_224", "-o", str(tmp_path / "m.onnx"), "--r", "16"])
+    assert_usage_error(result, "block 11: r=16 is more than it can remove", tmp_path)
+
+
+def test_unsupported_opset(tmp_path):
+    result = runner.invoke(app, ["export", "deit_small_patch16_224", "-o", str(tmp_path / "m.onnx"), "--opset", "16"])
+    assert_usage_error(result, "opset 16 is not supported", tmp_path)
+
+
+def test_unwritable_output(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = runner.invoke(app, ["export", "deit_small_patch16_224", "-o", str(blocker / "m.onnx")])
+    assert result.exit_code == 2 and result.stderr.startswith("error: cannot create the folder of")
+
+
+def test_output_is_a_folder(tmp_path):
+    with pytest.raises(OutputError, match="is a folder"):
+        export_onnx(tiny_model("vit"), tmp_path, FusionConfig(r=1))
+
+
+def small_state_dict():
+    return {k: v.clone() for k, v in tofu_edge.create_model("deit_tiny_patch16_224", img_size=32).state_dict().items()}
+
+
+def cli_with_checkpoint(tmp_path, checkpoint):
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app,
+        [
+            "export",
+            "deit_tiny_patch16_224",
+            "--img-size",
+            "32",
+            "-o",
+            str(out / "m.onnx"),
+            "--checkpoint",
+            str(checkpoint),
+        ],
+    )
+    return result, out
+
+
+def test_missing_checkpoint(tmp_path):
+    result, out = cli_with_checkpoint(tmp_path, tmp_path / "nope.pth")
+    assert_usage_error(result, f"checkpoint {tmp_path / 'nope.pth'} does not exist", out)
+
+
+def test_corrupt_checkpoint(tmp_path):
+    with open(tmp_path / "plain.pkl", "wb") as handle:
+        pickle.dump({"model": NotAStateDict()}, handle)  # not a torch file: never unpickled
+    for name in ("bad.pth", "bad.safetensors", "plain.pkl"):
+        (tmp_path / name).write_bytes(b"\x00garbage" * 10)
+        result, out = cli_with_checkpoint(tmp_path, tmp_path / name)
+        assert_usage_error(result, f"checkpoint {tmp_path / name} is not a readable", out)
+
+
+def test_mismatched_checkpoint_lists_the_keys(tmp_path):
+    state = small_state_dict()
+    del state["head.weight"]
+    state["extra.weight"] = torch.zeros(1)
+    state["blocks.0.mlp.fc1.bias"] = torch.zeros(3)
+    torch.save(state, tmp_path / "w.pth")
+    result, out = cli_with_checkpoint(tmp_path, tmp_path / "w.pth")
+    assert_usage_error(
+        result,
+        "checkpoint w.pth does not fit the model: missing (1): head.weight; "
+        "unexpected (1): extra.weight; shape mismatch (1): blocks.0.mlp.fc1.bias [3] vs [768]",
+        out,
+    )
+
+
+class NotAStateDict:
+    pass
+
+
+def test_pickle_that_is_not_a_state_dict(tmp_path):
+    torch.save({"model": NotAStateDict()}, tmp_path / "obj.pth")
+    result, out = cli_with_checkpoint(tmp_path, tmp_path / "obj.pth")
+    assert_usage_error(result, f"checkpoint {tmp_path / 'obj.pth'} holds objects other than tensors", out)
+    torch.save({"epoch": 3, "lr": 0.1}, tmp_path / "meta.pth")
+    result, out = cli_with_checkpoint(tmp_path, tmp_path / "meta.pth")
+    assert_usage_error(result, f"checkpoint {tmp_path / 'meta.pth'} is not a state dict", out)
+
+
+def test_checkpoint_formats_load_the_weights(tmp_path):
+    state = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in small_state_dict().items()}
+    save_file(state, tmp_path / "w.safetensors")
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 1}, tmp_path / "w.pth")
+    for name in ("w.safetensors", "w.pth"):
+        model = tofu_edge.create_model("deit_tiny_patch16_224", img_size=32)
+        tofu_edge.checkpoint.load_checkpoint(model, tmp_path / name)
+        assert torch.equal(model.head.weight, state["head.weight"])
+
+
+def test_export_api_errors_are_typed(tmp_path):
+    with pytest.raises(ExportError, match="opset 19 is not supported"):
+        export_onnx(tiny_model("vit"), tmp_path / "m.onnx", opset=19)
+    with pytest.raises(CheckpointError):
+        export_onnx(tiny_model("vit"), tmp_path / "m.onnx", checkpoint=tmp_path / "missing.safetensors")
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,220 @@
+"""`export_onnx`: a fused timm ViT as a static-shape, portable ONNX file plus a JSON report."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import timm
+import torch
+
+import tofu_edge
+from tofu_edge.checkpoint import load_checkpoint
+from tofu_edge.config import FusionConfig
+from tofu_edge.errors import ConfigError, ExportError
+from tofu_edge.export.graph import check_portable, convert_opset, op_counts, set_metadata
+from tofu_edge.export.parity import ParityReport, ParityTolerance, check_parity
+from tofu_edge.files import atomic_outputs, check_writable
+from tofu_edge.images import bundled_photo_folder, flat_images, photo_images, random_images
+from tofu_edge.models import create_model
+from tofu_edge.patch import fuse
+from tofu_edge.plan import FusionPlan
+
+__all__ = ["ExportReport", "export_onnx", "versions"]
+
+RANDOM_PARITY_IMAGES = 4
+PHOTO_PARITY_IMAGES = 8
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What `export_onnx` wrote and checked (also saved as JSON beside the ONNX file)."""
+
+    onnx_path: Path
+    report_path: Path
+    model: str
+    input_shape: tuple[int, ...]
+    dynamic_batch: bool
+    opset: int
+    plan: FusionPlan
+    parity: ParityReport
+    seconds: dict[str, float]
+    ops: dict[str, int]
+
+    def to_dict(self) -> dict:
+        return {
+            "onnx": str(self.onnx_path),
+            "model": self.model,
+            "input_shape": list(self.input_shape),
+            "dynamic_batch": self.dynamic_batch,
+            "opset": self.opset,
+            "flavor": "portable",
+            "plan": self.plan.to_dict(),
+            "gmacs": self.plan.macs / 1e9,
+            "unfused_gmacs": self.plan.unfused_macs / 1e9,
+            "parity": self.parity.to_dict(),
+            "seconds": self.seconds,
+            "ops": self.ops,
+            "versions": versions(),
+        }
+
+
+def export_onnx(
+    model: str | torch.nn.Module,
+    output: str | Path,
+    config: FusionConfig | None = None,
+    *,
+    img_size: int | None = None,
+    checkpoint: str | Path | None = None,
+    pretrained: bool = False,
+    batch: int = 1,
+    dynamic_batch: bool = False,
+    opset: int = 17,
+    parity_images: str | Path | None = None,
+    tolerance: ParityTolerance | None = None,
+) -> ExportReport:
+    """Fuse a timm ViT, export it to portable ONNX, check it, and write ``output`` and ``<stem>.json``.
+
+    Parity against the fused PyTorch model is checked on every export, with onnxruntime on random
+    inputs, flat single-colour images and photographs (``parity_images``, or the ImageNet samples of
+    the ``foolbox`` package when it is installed). Both files are written atomically: a failed export
+    leaves nothing behind.
+
+    Args:
+        model: A timm model name or a model object (left unchanged: a copy is fused).
+        output: The ``.onnx`` path; the report goes to the same stem with ``.json``.
+        config: The fusion; ``None`` exports the unfused model (``r=0``).
+        img_size: Square input size for a model created by name.
+        checkpoint: Weights to load (safetensors or a torch state dict, loaded with ``weights_only``).
+        pretrained: timm's hub weights for a model created by name (needs a network).
+        batch: Static batch size, or the example batch with ``dynamic_batch``.
+        dynamic_batch: Leave the batch axis symbolic.
+        opset: 17 (default) or 18.
+        parity_images: Folder of photographs for the parity check.
+        tolerance: Parity pass criteria.
+
+    Returns:
+        The report.
+
+    Raises:
+        TofuError: bad input (model, schedule, checkpoint, output path, opset), exit code 2.
+        ParityError: parity out of tolerance, exit code 1.
+    """
+    started = time.perf_counter()
+    output = Path(output)
+    if batch < 1:
+        raise ConfigError(f"batch must be >= 1, got {batch}")
+    convert_opset(onnx.helper.make_model(onnx.helper.make_graph([], "probe", [], [])), opset)  # validates opset
+    check_writable(output)
+    report_path = output.with_suffix(".json")
+
+    if isinstance(model, str):
+        name, module = model, create_model(model, img_size=img_size, pretrained=pretrained)
+    else:
+        name, module = type(model).__name__, copy.deepcopy(model).eval()
+    if checkpoint is not None:
+        load_checkpoint(module, checkpoint)
+    fuse(module, config or FusionConfig())
+    name = module.tofu_plan.arch.name if isinstance(model, str) else name
+    image_sets = _parity_sets(module, parity_images)
+    example = image_sets["random"][:1].expand(batch, -1, -1, -1).contiguous()
+    input_shape = tuple(example.shape)
+
+    proto = _trace(module, example, dynamic_batch)
+    traced = time.perf_counter()
+    proto = convert_opset(proto, opset)
+    proto = check_portable(proto, dynamic_batch)
+    set_metadata(proto, _metadata(name, module.tofu_plan, input_shape, dynamic_batch))
+
+    with atomic_outputs(output, report_path) as (onnx_tmp, report_tmp):
+        onnx.save(proto, onnx_tmp)
+        session = ort.InferenceSession(str(onnx_tmp), providers=["CPUExecutionProvider"])
+        input_name = session.get_inputs()[0].name
+        parity = check_parity(
+            lambda images: session.run(None, {input_name: images.astype(np.float32)})[0],
+            module,
+            image_sets,
+            batch=None if dynamic_batch else batch,
+            tolerance=tolerance,
+        )
+        finished = time.perf_counter()
+        report = ExportReport(
+            onnx_path=output,
+            report_path=report_path,
+            model=name,
+            input_shape=input_shape,
+            dynamic_batch=dynamic_batch,
+            opset=opset,
+            plan=module.tofu_plan,
+            parity=parity,
+            seconds={"trace": traced - started, "total": finished - started},
+            ops=op_counts(proto),
+        )
+        parity.raise_if_failed(f"{output.name}: onnxruntime vs PyTorch")
+        report_tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    return report
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages an export depends on."""
+    return {
+        "tofu_edge": tofu_edge.__version__,
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": ort.__version__,
+    }
+
+
+def _trace(module: torch.nn.Module, example: torch.Tensor, dynamic_batch: bool) -> onnx.ModelProto:
+    """The fused model as ONNX (opset 18) through torch's dynamo exporter, optimized and constant-folded."""
+    dynamic_shapes = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
+    # the exporter prints progress on stdout; keep stdout for results
+    with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        try:
+            program = torch.onnx.export(
+                module,
+                (example,),
+                dynamo=True,
+                opset_version=18,
+                dynamic_shapes=dynamic_shapes,
+                input_names=["images"],
+                output_names=["logits"],
+                verbose=False,
+                optimize=True,
+            )
+        except (torch.onnx.errors.OnnxExporterError, RuntimeError) as error:
+            first_line = str(error).strip().splitlines()[0]
+            raise ExportError(f"torch.onnx.export failed: {first_line}") from None
+    return program.model_proto
+
+
+def _parity_sets(module: torch.nn.Module, parity_images: str | Path | None) -> dict[str, torch.Tensor]:
+    shape = (module.patch_embed.proj.in_channels, *module.patch_embed.img_size)
+    sets = {"random": random_images(RANDOM_PARITY_IMAGES, shape), "flat": flat_images(module)}
+    if parity_images is not None:
+        sets["photos"] = photo_images(module, Path(parity_images), limit=PHOTO_PARITY_IMAGES)
+    elif (bundled := bundled_photo_folder()) is not None:
+        sets["photos"] = photo_images(module, bundled, limit=PHOTO_PARITY_IMAGES, pattern="imagenet_*")
+    return sets
+
+
+def _metadata(name: str, plan: FusionPlan, input_shape: tuple[int, ...], dynamic_batch: bool) -> dict[str, str]:
+    return {
+        "tofu_edge.model": name,
+        "tofu_edge.flavor": "portable",
+        "tofu_edge.config": json.dumps(plan.config.to_dict()),
+        "tofu_edge.plan": json.dumps(plan.to_dict()),
+        "tofu_edge.input_shape": json.dumps(["batch" if dynamic_batch else input_shape[0], *input_shape[1:]]),
+        "tofu_edge.versions": json.dumps(versions()),
+    }
