@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+import onnxscript.optimizer
 import timm
 import torch
 
@@ -33,6 +34,7 @@ __all__ = ["ExportReport", "export_onnx", "versions"]
 
 RANDOM_PARITY_IMAGES = 4
 PHOTO_PARITY_IMAGES = 8
+FOLD_LIMIT = 1 << 24  # elements: constant-fold weight-only subgraphs of any ViT size
 
 
 @dataclass(frozen=True)
@@ -196,7 +198,8 @@ def _trace(module: torch.nn.Module, example: torch.Tensor, dynamic_batch: bool) 
         except (torch.onnx.errors.OnnxExporterError, RuntimeError) as error:
             first_line = str(error).strip().splitlines()[0]
             raise ExportError(f"torch.onnx.export failed: {first_line}") from None
-    return program.model_proto
+    # fold what depends on weights only (e.g. the head-averaged key projection) into initializers
+    return onnxscript.optimizer.optimize(program.model_proto, input_size_limit=FOLD_LIMIT, output_size_limit=FOLD_LIMIT)
 
 
 def _parity_sets(module: torch.nn.Module, parity_images: str | Path | None) -> dict[str, torch.Tensor]:

@@ -69,23 +69,25 @@ def match_tokens(metric: torch.Tensor, num_prefix: int, r: int) -> TokenMatch:
     best_score, best_dst = scores.max(dim=-1)  # first maximum on ties
 
     # Rank of each A token in a stable descending sort of its best score: exact, so every backend agrees.
-    ahead = best_score[:, None, :] > best_score[:, :, None]
-    tied_before = (best_score[:, None, :] == best_score[:, :, None]) & _strictly_lower(num_a, metric.device)
-    rank = (ahead | tied_before).sum(dim=-1)  # [B, |A|]
+    # j is ahead of i if it scores higher, or the same with a lower index.
+    others, own = best_score[:, None, :], best_score[:, :, None]
+    ahead = (others > own) | ((others == own) & _strictly_lower(num_a, metric.device))
+    rank = ahead.to(torch.float32).sum(dim=-1)  # [B, |A|]
 
     # Unique integer keys: sources first, then the unmerged tokens in ascending position.
     reverse_index = torch.arange(num_a - 1, -1, -1, device=metric.device, dtype=torch.float32)
-    key = (rank < r).to(torch.float32) * num_a + reverse_index
+    key = torch.where(rank < r, reverse_index + num_a, reverse_index)
     a_order = key.topk(num_a, dim=-1).indices  # [B, |A|]
-    src_a, unm_a = a_order[:, :r], a_order[:, r:]
+    positions = torch.arange(a_start, num_tokens, 2, device=metric.device)[a_order]  # [B, |A|]
 
     prefix = torch.arange(num_prefix, device=metric.device).expand(batch, num_prefix)
     b_pos = torch.arange(b_start, num_tokens, 2, device=metric.device).expand(batch, num_b)
-    order = torch.cat([prefix, a_start + 2 * unm_a, b_pos, a_start + 2 * src_a], dim=1)
-    dst_slot = best_dst.gather(1, src_a) + (num_prefix + num_a - r)
+    order = torch.cat([prefix, positions[:, r:], b_pos, positions[:, :r]], dim=1)
+    dst_slot = best_dst.gather(1, a_order[:, :r]) + (num_prefix + num_a - r)
     return TokenMatch(order=order, dst_slot=dst_slot, r=r)
 
 
 def _strictly_lower(n: int, device: torch.device) -> torch.Tensor:
     """``mask[i, j] = j < i``, shape [n, n]."""
-    return torch.ones(n, n, dtype=torch.bool, device=device).tril(-1)
+    index = torch.arange(n, device=device)
+    return index[None, :] < index[:, None]

@@ -21,6 +21,8 @@ def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         returns: [B, K, C]
     """
     batch, num_tokens, channels = x.shape
+    if isinstance(batch, int) and batch == 1:  # a static batch of one needs no row offsets
+        return x[0].index_select(0, index[0])[None]
     offsets = torch.arange(batch, device=x.device)[:, None] * num_tokens
     rows = (index + offsets).reshape(-1)
     flat = x.reshape(batch * num_tokens, channels).index_select(0, rows)
@@ -36,8 +38,9 @@ def fuse_tokens(
     destination group by its size-weighted average; ``mlerp`` by the direction of that average with the
     largest norm in the group. A group of one stays exactly as it was.
 
-    Group sums come from a one-hot assignment matmul (``[B, r, N - r]``), not a scatter, so the step
-    exports to standard ONNX ops.
+    Only destinations change, so the merged rows are computed per source (``[B, r, C]``; sources that share
+    a destination compute the same row, their group found by a ``[B, r, r]`` equality matrix, not a
+    scatter) and one gather over ``[x, merged]`` builds the output. The full-size tensors are touched twice.
 
     Args:
         x: Tokens after the attention residual.
@@ -54,29 +57,34 @@ def fuse_tokens(
         returns: [B, N - r, C], [B, N - r, 1]
     """
     num_out = match.num_out
-    ordered = gather_tokens(x, match.order)
-    x_keep, x_src = ordered[:, :num_out], ordered[:, num_out:]
-    if size is not None:
-        ordered_size = gather_tokens(size, match.order)
-        size_keep, size_src = ordered_size[:, :num_out], ordered_size[:, num_out:]
+    keep = match.order[:, :num_out]
     if mode is Mode.PRUNE:
-        return x_keep, None if size is None else size_keep
+        return gather_tokens(x, keep), None if size is None else gather_tokens(size, keep)
 
-    slots = torch.arange(num_out, device=x.device)
-    assign = (match.dst_slot[..., None] == slots).to(x.dtype)  # [B, r, N - r]
-    assign_t = assign.transpose(1, 2)
+    r = match.r
+    pairs = torch.cat([match.order[:, num_out:], keep.gather(1, match.dst_slot)], dim=1)  # src, dst positions
+    x_pairs = gather_tokens(x, pairs)
+    x_src, x_dst = x_pairs[:, :r], x_pairs[:, r:]
+    same_group = (match.dst_slot[:, :, None] == match.dst_slot[:, None, :]).to(x.dtype)  # [B, r, r]
     if size is None:
-        total = x_keep + assign_t @ x_src
-        new_size = 1.0 + assign.sum(dim=1)[..., None]
-        merged_mask = new_size > 1.0
+        size = torch.ones_like(x[..., :1])
+        group_size = 1.0 + same_group.sum(dim=-1, keepdim=True)
+        merged = (x_dst + same_group @ x_src) / group_size
     else:
-        total = size_keep * x_keep + assign_t @ (size_src * x_src)
-        new_size = size_keep + assign_t @ size_src
-        merged_mask = new_size > size_keep
-    average = total / new_size
+        size_pairs = gather_tokens(size, pairs)
+        size_src, size_dst = size_pairs[:, :r], size_pairs[:, r:]
+        group_size = size_dst + same_group @ size_src
+        merged = (size_dst * x_dst + same_group @ (size_src * x_src)) / group_size
     if mode is Mode.MLERP:
-        src_norm = x_src.norm(dim=-1, keepdim=True)  # [B, r, 1]
-        group_max = (assign * src_norm).amax(dim=1)  # [B, N - r]
-        max_norm = torch.maximum(x_keep.norm(dim=-1), group_max)[..., None]
-        average = average / average.norm(dim=-1, keepdim=True).clamp_min(EPS) * max_norm
-    return torch.where(merged_mask, average, x_keep), new_size
+        src_norm = x_src.norm(dim=-1)  # [B, r]
+        group_max = torch.maximum(x_dst.norm(dim=-1), (same_group * src_norm[:, None, :]).amax(dim=-1))
+        merged = merged / merged.norm(dim=-1, keepdim=True).clamp_min(EPS) * group_max[..., None]
+
+    # Output slot o takes merged row k (the first source into o) if o is a destination, else its kept token.
+    slots = torch.arange(num_out, device=x.device)
+    into_slot = match.dst_slot[:, :, None] == slots  # [B, r, N - r]
+    first_source = into_slot.to(x.dtype).argmax(dim=1)  # [B, N - r], first maximum on ties
+    table = torch.where(into_slot.any(dim=1), x.shape[1] + first_source, keep)
+    return gather_tokens(torch.cat([x, merged], dim=1), table), gather_tokens(
+        torch.cat([size, group_size], dim=1), table
+    )

@@ -1,8 +1,10 @@
-"""Self-attention of a timm `Attention` that also returns the keys (the matching metric).
+"""Self-attention of a timm `Attention` plus the matching metric (keys averaged over heads).
 
-Composed from the module's own sub-layers (``qkv``, ``q_norm``, ``k_norm``, ``norm``, ``gate``, ``proj``)
-so LayerScale, q/k-norm, scale-norm, gating and fused attention all behave as in timm. A test checks that
-the output equals ``attn(x, attn_mask=bias)`` for every supported family.
+Where the keys are a linear function of the input (no ``k_norm``), timm's own ``Attention.forward`` runs
+unchanged and the metric comes from one small extra projection with the head-averaged key weights
+(``mean_h(x W_h + b_h) = x mean_h(W_h) + mean_h(b_h)``), so the attention graph stays exactly timm's. With
+``k_norm`` the attention is composed from the module's own sub-layers to reuse the normalized keys. Tests
+check both against ``attn(x, attn_mask=bias)`` for every supported family.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from timm.layers import Attention
 
-__all__ = ["attend", "size_bias"]
+__all__ = ["attend", "mean_key", "size_bias"]
 
 
 def size_bias(size: torch.Tensor) -> torch.Tensor:
@@ -24,22 +26,41 @@ def size_bias(size: torch.Tensor) -> torch.Tensor:
     return size.log().transpose(1, 2)[:, None]
 
 
-def attend(attn: Attention, x: torch.Tensor, bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Multi-head self-attention with an optional additive logit bias.
+def mean_key(attn: Attention, x: torch.Tensor) -> torch.Tensor:
+    """Keys averaged over heads for an attention without ``k_norm``, from head-averaged key weights.
+
+    Shapes:
+        x: [B, N, C]
+        returns: [B, N, D]
+    """
+    dim, heads = attn.attn_dim, attn.num_heads
+    weight = attn.qkv.weight[dim : 2 * dim].reshape(heads, attn.head_dim, -1).mean(dim=0)
+    bias = attn.qkv.bias
+    bias = None if bias is None else bias[dim : 2 * dim].reshape(heads, attn.head_dim).mean(dim=0)
+    return F.linear(x, weight, bias)
+
+
+def attend(
+    attn: Attention, x: torch.Tensor, bias: torch.Tensor | None, with_metric: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Multi-head self-attention with an optional additive logit bias, and the matching metric.
 
     Args:
         attn: timm's `Attention` module.
         x: Normalized tokens.
         bias: Added to the attention logits (proportional attention), or ``None``.
+        with_metric: Also return the keys averaged over heads (after ``k_norm``).
 
     Returns:
-        The attention output and the keys averaged over heads (after ``k_norm``).
+        The attention output, and the metric or ``None``.
 
     Shapes:
         x: [B, N, C]
         bias: [B, 1, 1, N]
         returns: [B, N, C], [B, N, D]
     """
+    if isinstance(attn.k_norm, torch.nn.Identity) or not with_metric:
+        return attn(x, attn_mask=bias), mean_key(attn, x) if with_metric else None
     batch, num_tokens, _ = x.shape
     qkv = attn.qkv(x).reshape(batch, num_tokens, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
     q, k, v = qkv.unbind(0)

@@ -49,7 +49,7 @@ class FusedBlock(Block):
         if step.r == 0 and not step.prop_attn:
             return super().forward(x), size  # nothing to change: timm's own block, bit for bit
         bias = size_bias(size) if step.prop_attn and size is not None else None
-        attn_out, metric = attend(self.attn, self.norm1(x), bias)
+        attn_out, metric = attend(self.attn, self.norm1(x), bias, with_metric=step.r > 0)
         x = x + self.drop_path1(self.ls1(attn_out))
         if step.r > 0:
             x, size = fuse_tokens(x, size, match_tokens(metric, step.num_prefix, step.r), step.mode)
