@@ -93,9 +93,8 @@ def main() -> None:
         "opset": 17,
     }
     write_json(Path(args.output), {"environment": env, "exports": exports, "results": results})
-    print(
-        "\n| batch | variant | GMACs | ideal | speed-up | of ideal | fastest-call speed-up |\n|---|---|---|---|---|---|---|"
-    )
+    print("\n| batch | variant | GMACs | ideal | speed-up | of ideal | fastest-call speed-up |")
+    print("|---|---|---|---|---|---|---|")
     for row in results:
         print(
             f"| {row['batch']} | {row['variant']} | {row['gmacs']:.2f} | {row['ideal_speedup']:.2f}x | "
