@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["TokenMatch", "match_tokens", "split_starts", "EPS"]
+__all__ = ["TokenMatch", "match_tokens", "cosine_scores", "match_scores", "split_starts", "EPS"]
 
 EPS = 1e-6  # guards the division by a zero norm (metric rows, merged averages)
 
@@ -58,30 +58,46 @@ def match_tokens(metric: torch.Tensor, num_prefix: int, r: int) -> TokenMatch:
     Shapes:
         metric: [B, N, Ck]
     """
-    batch, num_tokens, _ = metric.shape
-    a_start, b_start = split_starts(num_prefix)
-    num_a = len(range(a_start, num_tokens, 2))
-    num_b = len(range(b_start, num_tokens, 2))
+    return match_scores(cosine_scores(metric, num_prefix), metric.shape[1], num_prefix, r)
 
+
+def cosine_scores(metric: torch.Tensor, num_prefix: int) -> torch.Tensor:
+    """Cosine similarity of every A token to every B token.
+
+    Shapes:
+        metric: [B, N, Ck]
+        returns: [B, |A|, |B|]
+    """
+    a_start, b_start = split_starts(num_prefix)
     metric = metric.detach()
     metric = metric / metric.norm(dim=-1, keepdim=True).clamp_min(EPS)
-    scores = metric[:, a_start::2] @ metric[:, b_start::2].transpose(1, 2)  # [B, |A|, |B|]
+    return metric[:, a_start::2] @ metric[:, b_start::2].transpose(1, 2)
+
+
+def match_scores(scores: torch.Tensor, num_tokens: int, num_prefix: int, r: int) -> TokenMatch:
+    """The index plan from A-to-B scores: best partners, a stable ranking, the top ``r`` as sources.
+
+    Shapes:
+        scores: [B, |A|, |B|]
+    """
+    batch, num_a, num_b = scores.shape
+    a_start, b_start = split_starts(num_prefix)
     best_score, best_dst = scores.max(dim=-1)  # first maximum on ties
 
     # Rank of each A token in a stable descending sort of its best score: exact, so every backend agrees.
     # j is ahead of i if it scores higher, or the same with a lower index.
     others, own = best_score[:, None, :], best_score[:, :, None]
-    ahead = (others > own) | ((others == own) & _strictly_lower(num_a, metric.device))
+    ahead = (others > own) | ((others == own) & _strictly_lower(num_a, scores.device))
     rank = ahead.to(torch.float32).sum(dim=-1)  # [B, |A|]
 
     # Unique integer keys: sources first, then the unmerged tokens in ascending position.
-    reverse_index = torch.arange(num_a - 1, -1, -1, device=metric.device, dtype=torch.float32)
+    reverse_index = torch.arange(num_a - 1, -1, -1, device=scores.device, dtype=torch.float32)
     key = torch.where(rank < r, reverse_index + num_a, reverse_index)
     a_order = key.topk(num_a, dim=-1).indices  # [B, |A|]
-    positions = torch.arange(a_start, num_tokens, 2, device=metric.device)[a_order]  # [B, |A|]
+    positions = a_start + 2 * a_order  # [B, |A|] positions in the sequence
 
-    prefix = torch.arange(num_prefix, device=metric.device).expand(batch, num_prefix)
-    b_pos = torch.arange(b_start, num_tokens, 2, device=metric.device).expand(batch, num_b)
+    prefix = torch.arange(num_prefix, device=scores.device).expand(batch, num_prefix)
+    b_pos = torch.arange(b_start, num_tokens, 2, device=scores.device).expand(batch, num_b)
     order = torch.cat([prefix, positions[:, r:], b_pos, positions[:, :r]], dim=1)
     dst_slot = best_dst.gather(1, a_order[:, :r]) + (num_prefix + num_a - r)
     return TokenMatch(order=order, dst_slot=dst_slot, r=r)

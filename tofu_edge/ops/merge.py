@@ -22,7 +22,7 @@ def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """
     batch, num_tokens, channels = x.shape
     if isinstance(batch, int) and batch == 1:  # a static batch of one needs no row offsets
-        return x[0].index_select(0, index[0])[None]
+        return x.index_select(1, index[0])
     offsets = torch.arange(batch, device=x.device)[:, None] * num_tokens
     rows = (index + offsets).reshape(-1)
     flat = x.reshape(batch * num_tokens, channels).index_select(0, rows)
@@ -39,8 +39,9 @@ def fuse_tokens(
     largest norm in the group. A group of one stays exactly as it was.
 
     Only destinations change, so the merged rows are computed per source (``[B, r, C]``; sources that share
-    a destination compute the same row, their group found by a ``[B, r, r]`` equality matrix, not a
-    scatter) and one gather over ``[x, merged]`` builds the output. The full-size tensors are touched twice.
+    a destination compute the same row, their group found by a ``[B, r, r]`` equality matrix) and written
+    into the gathered kept tokens by a scatter without reduction: identical rows land on a shared
+    destination, so the write order does not matter and no reducing scatter is needed.
 
     Args:
         x: Tokens after the attention residual.
@@ -61,18 +62,16 @@ def fuse_tokens(
     if mode is Mode.PRUNE:
         return gather_tokens(x, keep), None if size is None else gather_tokens(size, keep)
 
-    r = match.r
-    pairs = torch.cat([match.order[:, num_out:], keep.gather(1, match.dst_slot)], dim=1)  # src, dst positions
-    x_pairs = gather_tokens(x, pairs)
-    x_src, x_dst = x_pairs[:, :r], x_pairs[:, r:]
+    x_keep = gather_tokens(x, keep)
+    x_src, x_dst = gather_tokens(x, match.order[:, num_out:]), gather_tokens(x_keep, match.dst_slot)
     same_group = (match.dst_slot[:, :, None] == match.dst_slot[:, None, :]).to(x.dtype)  # [B, r, r]
     if size is None:
-        size = torch.ones_like(x[..., :1])
+        size_keep = torch.ones_like(x_keep[..., :1])
         group_size = 1.0 + same_group.sum(dim=-1, keepdim=True)
         merged = (x_dst + same_group @ x_src) / group_size
     else:
-        size_pairs = gather_tokens(size, pairs)
-        size_src, size_dst = size_pairs[:, :r], size_pairs[:, r:]
+        size_keep = gather_tokens(size, keep)
+        size_src, size_dst = gather_tokens(size, match.order[:, num_out:]), gather_tokens(size_keep, match.dst_slot)
         group_size = size_dst + same_group @ size_src
         merged = (size_dst * x_dst + same_group @ (size_src * x_src)) / group_size
     if mode is Mode.MLERP:
@@ -80,11 +79,8 @@ def fuse_tokens(
         group_max = torch.maximum(x_dst.norm(dim=-1), (same_group * src_norm[:, None, :]).amax(dim=-1))
         merged = merged / merged.norm(dim=-1, keepdim=True).clamp_min(EPS) * group_max[..., None]
 
-    # Output slot o takes merged row k (the first source into o) if o is a destination, else its kept token.
-    slots = torch.arange(num_out, device=x.device)
-    into_slot = match.dst_slot[:, :, None] == slots  # [B, r, N - r]
-    first_source = into_slot.to(x.dtype).argmax(dim=1)  # [B, N - r], first maximum on ties
-    table = torch.where(into_slot.any(dim=1), x.shape[1] + first_source, keep)
-    return gather_tokens(torch.cat([x, merged], dim=1), table), gather_tokens(
-        torch.cat([size, group_size], dim=1), table
-    )
+    # Write each group's row into its destination slot. Sources sharing a destination carry identical rows,
+    # so this scatter needs no reduction (any write order gives the same result).
+    slot_rows = match.dst_slot[..., None]
+    new_x = x_keep.scatter(1, slot_rows.expand(-1, -1, x.shape[-1]), merged)
+    return new_x, size_keep.scatter(1, slot_rows, group_size)

@@ -13,13 +13,13 @@ from tofu_edge.config import Mode
 from tofu_edge.ops.match import EPS
 from tofu_edge.plan import FusionPlan
 
-__all__ = ["reference_step", "reference_forward"]
+__all__ = ["reference_step", "reference_scores", "reference_match", "reference_merge", "reference_forward"]
 
 
 def reference_step(
     x: torch.Tensor, size: torch.Tensor, metric: torch.Tensor, num_prefix: int, r: int, mode: Mode
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One fusion step on one image, token by token (DESIGN.md §1).
+    """One fusion step on one image, token by token (DESIGN.md §1): scores, match, merge.
 
     Shapes:
         x: [N, C]
@@ -27,29 +27,63 @@ def reference_step(
         metric: [N, Ck]
         returns: [N - r, C], [N - r]
     """
-    num_tokens = x.shape[0]
-    a_set = [i for i in range(num_prefix, num_tokens) if i % 2 == 0]
-    b_set = [i for i in range(num_prefix, num_tokens) if i % 2 == 1]
-    unit = [m.double() / max(float(m.double().norm()), EPS) for m in metric]
+    order, dst_slot = reference_match(reference_scores(metric, num_prefix), x.shape[0], num_prefix, r)
+    return reference_merge(x, size, order, dst_slot, r, mode)
 
+
+def reference_scores(metric: torch.Tensor, num_prefix: int) -> list[list[float]]:
+    """Cosine similarity of every A token (even positions) to every B token (odd positions), in float64.
+
+    Shapes:
+        metric: [N, Ck]
+        returns: |A| lists of |B| scores
+    """
+    num_tokens = metric.shape[0]
+    unit = [m.double() / max(float(m.double().norm()), EPS) for m in metric]
+    a_set = [i for i in range(num_prefix, num_tokens) if i % 2 == 0]
+    b_set = [j for j in range(num_prefix, num_tokens) if j % 2 == 1]
+    return [[float(unit[i] @ unit[j]) for j in b_set] for i in a_set]
+
+
+def reference_match(scores, num_tokens: int, num_prefix: int, r: int) -> tuple[list[int], list[int]]:
+    """The index plan of one step from its A-to-B scores (any ``[|A|][|B|]`` indexable of floats).
+
+    Returns:
+        ``order``: positions in output order ``[prefix, unm, B]`` then the sources in ascending position;
+        ``dst_slot``: the output slot of each source's destination.
+    """
+    a_set = [i for i in range(num_prefix, num_tokens) if i % 2 == 0]
+    b_set = [j for j in range(num_prefix, num_tokens) if j % 2 == 1]
     best: dict[int, tuple[float, int]] = {}
-    for i in a_set:
-        best_score, best_j = -math.inf, -1
-        for j in b_set:
-            score = float(unit[i] @ unit[j])
-            if score > best_score:  # strict: the lower index keeps a tie
-                best_score, best_j = score, j
-        best[i] = (best_score, best_j)
+    for a, i in enumerate(a_set):
+        best_score, best_b = -math.inf, -1
+        for b in range(len(b_set)):
+            if float(scores[a][b]) > best_score:  # strict: the lower index keeps a tie
+                best_score, best_b = float(scores[a][b]), b
+        best[i] = (best_score, best_b)
 
     ranked = sorted(a_set, key=lambda i: (-best[i][0], i))
-    sources = set(ranked[:r])
+    sources = sorted(ranked[:r])
     unmerged = [i for i in a_set if i not in sources]
+    first_b_slot = num_prefix + len(unmerged)
+    order = list(range(num_prefix)) + unmerged + b_set + sources
+    return order, [first_b_slot + best[i][1] for i in sources]
 
-    rows, sizes = [x[i] for i in range(num_prefix)], [size[i] for i in range(num_prefix)]
-    rows += [x[i] for i in unmerged]
-    sizes += [size[i] for i in unmerged]
-    for j in b_set:
-        group = [j] + [i for i in sorted(sources) if best[i][1] == j]
+
+def reference_merge(
+    x: torch.Tensor, size: torch.Tensor, order: list[int], dst_slot: list[int], r: int, mode: Mode
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply an index plan to one image: each kept token absorbs the sources whose destination it is.
+
+    Shapes:
+        x: [N, C]
+        size: [N]
+        returns: [N - r, C], [N - r]
+    """
+    num_out = len(order) - r
+    rows, sizes = [], []
+    for slot in range(num_out):
+        group = [order[slot]] + [order[num_out + k] for k in range(r) if dst_slot[k] == slot]
         row, row_size = _merge_group([x[g] for g in group], [size[g] for g in group], mode)
         rows.append(row)
         sizes.append(row_size)
