@@ -52,8 +52,9 @@ def test_graph_is_portable_opset17_and_static(fused_export):
     onnx.checker.check_model(proto, full_check=True)
     assert [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] == [17]
     assert {n.domain for n in proto.graph.node} <= {"", "ai.onnx"}
-    reductions = [a.s for n in proto.graph.node if n.op_type.startswith("Scatter") for a in n.attribute
-                  if a.name == "reduction"]
+    reductions = [
+        a.s for n in proto.graph.node if n.op_type.startswith("Scatter") for a in n.attribute if a.name == "reduction"
+    ]
     assert all(r == b"none" for r in reductions)
     inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True)
     values = [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]
@@ -261,3 +262,45 @@ def test_export_api_errors_are_typed(tmp_path):
     with pytest.raises(CheckpointError):
         export_onnx(tiny_model("vit"), tmp_path / "m.onnx", checkpoint=tmp_path / "missing.safetensors")
     assert list(tmp_path.iterdir()) == []
+
+
+# --- plugin flavour ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def both_flavors(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("flavors")
+    model = tiny_model("dinov2_registers")
+    config = FusionConfig(r=2, mode="tofu", switch=2)
+    return {f: export_onnx(model, folder / f"{f}.onnx", config, flavor=f) for f in ("portable", "plugin")}, model
+
+
+def test_plugin_flavor_has_one_match_and_one_merge_node_per_fused_block(both_flavors):
+    proto = onnx.load(both_flavors[0]["plugin"].onnx_path)
+    custom = [n for n in proto.graph.node if n.domain == "ai.onnx.contrib"]
+    assert [n.op_type for n in custom] == ["TofuMatch", "TofuMerge"] * 4
+    spec = json.loads(tofu_edge.ops.plugin.SPEC_PATH.read_text())
+    for node in custom:
+        attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        declared = spec["plugins"][node.op_type]
+        assert set(attributes) == set(declared["attributes"]) | {"plugin_version", "plugin_namespace"}
+        assert attributes["plugin_version"] == declared["version"].encode()
+        assert attributes["plugin_namespace"] == spec["namespace"].encode()
+    modes = [a.i for n in custom if n.op_type == "TofuMerge" for a in n.attribute if a.name == "mode"]
+    assert modes == [0, 0, 2, 2]  # prune below the switch, MLERP from it
+
+
+def test_plugin_flavor_runs_in_onnxruntime_and_equals_the_portable_flavor(both_flavors):
+    from tofu_edge.export.onnx import cpu_session
+
+    reports, model = both_flavors
+    assert reports["plugin"].parity.passed and reports["plugin"].flavor == "plugin"
+    images = images_for(model, batch=1, seed=9).numpy()
+    portable = cpu_session(reports["portable"].onnx_path).run(None, {"images": images})[0]
+    plugin = cpu_session(reports["plugin"].onnx_path, "plugin").run(None, {"images": images})[0]
+    np.testing.assert_allclose(plugin, portable, atol=1e-5, rtol=0)
+
+
+def test_unknown_flavor_is_a_usage_error(tmp_path):
+    result = runner.invoke(app, ["export", "deit_tiny_patch16_224", "-o", str(tmp_path / "m.onnx"), "--flavor", "x"])
+    assert result.exit_code == 2 and "Invalid value for '--flavor'" in result.stderr

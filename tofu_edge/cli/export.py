@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -25,7 +26,14 @@ from tofu_edge.cli.options import (
 from tofu_edge.config import Mode
 from tofu_edge.export import ExportReport, ParityTolerance, export_onnx
 
-__all__ = ["export_command", "render_export"]
+__all__ = ["export_command", "render_export", "Flavor"]
+
+
+class Flavor(str, Enum):
+    """ONNX flavours (DESIGN.md §3)."""
+
+    PORTABLE = "portable"
+    PLUGIN = "plugin"
 
 
 def export_command(
@@ -52,6 +60,9 @@ def export_command(
             help="Folder of photographs for the parity check (default: foolbox's, if installed).", show_default=False
         ),
     ] = None,
+    flavor: Annotated[
+        Flavor, typer.Option(help="portable: standard ops only; plugin: fusion steps as TensorRT plugin nodes.")
+    ] = Flavor.PORTABLE,
     min_cosine: Annotated[float, typer.Option(help="Parity: lowest output cosine of any image.")] = 0.999,
     min_top1: Annotated[float, typer.Option(help="Parity: lowest top-1 agreement of any image set.")] = 0.9,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
@@ -74,6 +85,7 @@ def export_command(
         opset=opset,
         parity_images=parity_images,
         tolerance=ParityTolerance(min_cosine=min_cosine, min_top1_agreement=min_top1),
+        flavor=flavor.value,
     )
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
@@ -86,7 +98,7 @@ def render_export(report: ExportReport, console: Console) -> None:
     plan = report.plan
     console.print(f"wrote {report.onnx_path} and {report.report_path} in {report.seconds['total']:.1f} s")
     console.print(
-        f"{report.model} {list(report.input_shape)}, opset {report.opset}, r={list(plan.r_schedule)}, "
+        f"{report.model} {list(report.input_shape)}, {report.flavor} opset {report.opset}, r={list(plan.r_schedule)}, "
         f"{plan.config.mode.value}: {plan.macs / 1e9:.3f} GMACs vs {plan.unfused_macs / 1e9:.3f} unfused "
         f"(ideal speed-up {plan.unfused_macs / plan.macs:.2f}x)"
     )

@@ -6,7 +6,7 @@ import onnx
 
 from tofu_edge.errors import ExportError
 
-__all__ = ["SUPPORTED_OPSETS", "convert_opset", "check_portable", "set_metadata", "op_counts"]
+__all__ = ["SUPPORTED_OPSETS", "convert_opset", "check_portable", "check_plugin_graph", "set_metadata", "op_counts"]
 
 SUPPORTED_OPSETS = (17, 18)
 STANDARD_DOMAINS = ("", "ai.onnx")
@@ -82,6 +82,33 @@ def check_portable(model: onnx.ModelProto, dynamic_batch: bool) -> onnx.ModelPro
     if dynamic:
         raise ExportError(f"the exported graph has non-static dimensions in: {', '.join(sorted(set(dynamic))[:5])}")
     return inferred
+
+
+def check_plugin_graph(model: onnx.ModelProto) -> onnx.ModelProto:
+    """ONNX check of the plugin flavour: standard ops plus only our plugin nodes, each with its version and
+    namespace, and static graph inputs and outputs.
+
+    Raises:
+        ExportError: naming the first problem.
+    """
+    from tofu_edge.ops.plugin import PLUGIN_SPECS, plugin_attributes
+
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as error:
+        raise ExportError(f"the exported graph fails the ONNX checker: {str(error).strip().splitlines()[0]}") from None
+    for node in model.graph.node:
+        if node.domain in STANDARD_DOMAINS:
+            continue
+        if node.domain != PLUGIN_SPECS["domain"] or node.op_type not in PLUGIN_SPECS["plugins"]:
+            raise ExportError(f"the plugin graph has an unknown custom op {node.domain}::{node.op_type}")
+        strings = {a.name: a.s.decode() for a in node.attribute if a.type == onnx.AttributeProto.STRING}
+        if any(strings.get(k) != v for k, v in plugin_attributes(node.op_type).items()):
+            raise ExportError(f"{node.op_type} node {node.name} lacks plugin_version/plugin_namespace")
+    for value in (*model.graph.input, *model.graph.output):
+        if not all(d.HasField("dim_value") for d in value.type.tensor_type.shape.dim):
+            raise ExportError(f"the plugin graph's {value.name} has a dynamic dimension; export with a static batch")
+    return model
 
 
 def set_metadata(model: onnx.ModelProto, entries: dict[str, str]) -> None:

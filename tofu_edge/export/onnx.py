@@ -22,15 +22,18 @@ import tofu_edge
 from tofu_edge.checkpoint import load_checkpoint
 from tofu_edge.config import FusionConfig
 from tofu_edge.errors import ConfigError, ExportError
-from tofu_edge.export.graph import check_portable, convert_opset, op_counts, set_metadata
+from tofu_edge.export.graph import check_plugin_graph, check_portable, convert_opset, op_counts, set_metadata
 from tofu_edge.export.parity import ParityReport, ParityTolerance, check_parity
 from tofu_edge.files import atomic_outputs, check_writable
 from tofu_edge.images import bundled_photo_folder, flat_images, photo_images, random_images
 from tofu_edge.models import create_model
+from tofu_edge.ops.plugin import register_reference_ops, translation_table
 from tofu_edge.patch import fuse
 from tofu_edge.plan import FusionPlan
 
-__all__ = ["ExportReport", "export_onnx", "versions"]
+__all__ = ["ExportReport", "export_onnx", "cpu_session", "versions", "FLAVORS"]
+
+FLAVORS = ("portable", "plugin")
 
 RANDOM_PARITY_IMAGES = 4
 PHOTO_PARITY_IMAGES = 8
@@ -48,6 +51,7 @@ class ExportReport:
     dynamic_batch: bool
     opset: int
     plan: FusionPlan
+    flavor: str
     parity: ParityReport
     seconds: dict[str, float]
     ops: dict[str, int]
@@ -59,7 +63,7 @@ class ExportReport:
             "input_shape": list(self.input_shape),
             "dynamic_batch": self.dynamic_batch,
             "opset": self.opset,
-            "flavor": "portable",
+            "flavor": self.flavor,
             "plan": self.plan.to_dict(),
             "gmacs": self.plan.macs / 1e9,
             "unfused_gmacs": self.plan.unfused_macs / 1e9,
@@ -83,6 +87,7 @@ def export_onnx(
     opset: int = 17,
     parity_images: str | Path | None = None,
     tolerance: ParityTolerance | None = None,
+    flavor: str = "portable",
 ) -> ExportReport:
     """Fuse a timm ViT, export it to portable ONNX, check it, and write ``output`` and ``<stem>.json``.
 
@@ -103,6 +108,9 @@ def export_onnx(
         opset: 17 (default) or 18.
         parity_images: Folder of photographs for the parity check.
         tolerance: Parity pass criteria.
+        flavor: ``portable`` (standard ops only) or ``plugin`` (each fusion step as ``TofuMatch`` +
+            ``TofuMerge`` nodes for the TensorRT plugins; parity then runs the loop reference as
+            onnxruntime-extensions Python ops).
 
     Returns:
         The report.
@@ -115,6 +123,8 @@ def export_onnx(
     output = Path(output)
     if batch < 1:
         raise ConfigError(f"batch must be >= 1, got {batch}")
+    if flavor not in FLAVORS:
+        raise ConfigError(f"unknown flavor {flavor!r}; choose one of {', '.join(FLAVORS)}")
     convert_opset(onnx.helper.make_model(onnx.helper.make_graph([], "probe", [], [])), opset)  # validates opset
     check_writable(output)
     report_path = output.with_suffix(".json")
@@ -131,15 +141,17 @@ def export_onnx(
     example = image_sets["random"][:1].expand(batch, -1, -1, -1).contiguous()
     input_shape = tuple(example.shape)
 
+    for block in module.blocks:
+        block.tofu_plugin_ops = flavor == "plugin"
     proto = _trace(module, example, dynamic_batch)
     traced = time.perf_counter()
     proto = convert_opset(proto, opset)
-    proto = check_portable(proto, dynamic_batch)
-    set_metadata(proto, _metadata(name, module.tofu_plan, input_shape, dynamic_batch))
+    proto = check_portable(proto, dynamic_batch) if flavor == "portable" else check_plugin_graph(proto)
+    set_metadata(proto, _metadata(name, module.tofu_plan, input_shape, dynamic_batch, flavor))
 
     with atomic_outputs(output, report_path) as (onnx_tmp, report_tmp):
         onnx.save(proto, onnx_tmp)
-        session = ort.InferenceSession(str(onnx_tmp), providers=["CPUExecutionProvider"])
+        session = cpu_session(onnx_tmp, flavor)
         input_name = session.get_inputs()[0].name
         parity = check_parity(
             lambda images: session.run(None, {input_name: images.astype(np.float32)})[0],
@@ -157,6 +169,7 @@ def export_onnx(
             dynamic_batch=dynamic_batch,
             opset=opset,
             plan=module.tofu_plan,
+            flavor=flavor,
             parity=parity,
             seconds={"trace": traced - started, "total": finished - started},
             ops=op_counts(proto),
@@ -164,6 +177,19 @@ def export_onnx(
         parity.raise_if_failed(f"{output.name}: onnxruntime vs PyTorch")
         report_tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     return report
+
+
+def cpu_session(path: str | Path, flavor: str = "portable", threads: int | None = None) -> ort.InferenceSession:
+    """An onnxruntime CPU session; for the plugin flavour with the reference plugin ops registered."""
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    if flavor == "plugin":
+        from onnxruntime_extensions import get_library_path
+
+        register_reference_ops()
+        options.register_custom_ops_library(get_library_path())
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def versions() -> dict[str, str]:
@@ -194,6 +220,7 @@ def _trace(module: torch.nn.Module, example: torch.Tensor, dynamic_batch: bool) 
                 output_names=["logits"],
                 verbose=False,
                 optimize=True,
+                custom_translation_table=translation_table(),
             )
         except (torch.onnx.errors.OnnxExporterError, RuntimeError) as error:
             first_line = str(error).strip().splitlines()[0]
@@ -212,10 +239,12 @@ def _parity_sets(module: torch.nn.Module, parity_images: str | Path | None) -> d
     return sets
 
 
-def _metadata(name: str, plan: FusionPlan, input_shape: tuple[int, ...], dynamic_batch: bool) -> dict[str, str]:
+def _metadata(
+    name: str, plan: FusionPlan, input_shape: tuple[int, ...], dynamic_batch: bool, flavor: str
+) -> dict[str, str]:
     return {
         "tofu_edge.model": name,
-        "tofu_edge.flavor": "portable",
+        "tofu_edge.flavor": flavor,
         "tofu_edge.config": json.dumps(plan.config.to_dict()),
         "tofu_edge.plan": json.dumps(plan.to_dict()),
         "tofu_edge.input_shape": json.dumps(["batch" if dynamic_batch else input_shape[0], *input_shape[1:]]),

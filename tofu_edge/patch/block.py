@@ -7,6 +7,7 @@ from timm.models.vision_transformer import Block
 
 from tofu_edge.ops.match import match_tokens
 from tofu_edge.ops.merge import fuse_tokens
+from tofu_edge.ops.plugin import plugin_step
 from tofu_edge.patch.attention import attend, size_bias
 from tofu_edge.plan import BlockPlan
 
@@ -20,6 +21,7 @@ class FusedBlock(Block):
     """
 
     tofu_step: BlockPlan
+    tofu_plugin_ops: bool = False  # the exporter's plugin flavour sets it on the blocks it traces
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Run the block on tokens of size 1 (the fused model threads sizes through `forward_fused`).
@@ -51,7 +53,9 @@ class FusedBlock(Block):
         bias = size_bias(size) if step.prop_attn and size is not None else None
         attn_out, metric = attend(self.attn, self.norm1(x), bias, with_metric=step.r > 0)
         x = x + self.drop_path1(self.ls1(attn_out))
-        if step.r > 0:
+        if step.r > 0 and self.tofu_plugin_ops:
+            x, size = plugin_step(x, size, metric, step.num_prefix, step.r, step.mode)
+        elif step.r > 0:
             x, size = fuse_tokens(x, size, match_tokens(metric, step.num_prefix, step.r), step.mode)
         x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
         return x, size
