@@ -12,10 +12,12 @@ FLOPs-ideal speed-up. Writes benchmarks/results/onnx_latency.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import onnxruntime as ort
@@ -34,6 +36,12 @@ def main() -> None:
     parser.add_argument("--mode", default="tofu")
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--static-drop",
+        type=int,
+        metavar="R",
+        help="Also time the runtime's ceiling at this r: the fused token counts, cut off with no matching.",
+    )
     parser.add_argument("--output", default=str(RESULTS / "onnx_latency.json"))
     args = parser.parse_args()
 
@@ -44,11 +52,14 @@ def main() -> None:
             for r in map(int, args.rs.split(",")):
                 # clamp: DeiT-S's last block cannot remove 16 of its 21 tokens; cap it there as ToMe does
                 configs[f"{args.mode} r={r}"] = FusionConfig(r=r, mode=args.mode, clamp=True)
+            if args.static_drop is not None:
+                configs[f"static-drop r={args.static_drop}"] = FusionConfig(r=args.static_drop, clamp=True)
             reports = {}
             for name, config in configs.items():
                 started = time.perf_counter()
                 path = Path(folder) / f"{name.replace(' ', '_').replace('=', '')}_b{batch}.onnx"
-                reports[name] = export_onnx(args.model, path, config, batch=batch)
+                with _static_drop() if name.startswith("static-drop") else contextlib.nullcontext():
+                    reports[name] = export_onnx(args.model, path, config, batch=batch)
                 seconds = time.perf_counter() - started
                 exports.append(
                     {
@@ -100,6 +111,21 @@ def main() -> None:
             f"| {row['batch']} | {row['variant']} | {row['gmacs']:.2f} | {row['ideal_speedup']:.2f}x | "
             f"{row['speedup']:.2f}x | {row['fraction_of_ideal']:.2f} | {row['speedup_of_fastest']:.2f}x |"
         )
+
+
+@contextlib.contextmanager
+def _static_drop():
+    """Diagnostic only: blocks keep their first N - r tokens, no matching, so the model has the fused token
+    counts and none of the fusion step's ops. Its speed-up is the ceiling this runtime allows."""
+
+    def keep_first(x, size, r, mode):
+        return x[:, : x.shape[1] - r], size
+
+    with (
+        mock.patch("tofu_edge.patch.block.match_tokens", lambda metric, num_prefix, r: r),
+        mock.patch("tofu_edge.patch.block.fuse_tokens", keep_first),
+    ):
+        yield
 
 
 def _paired_latency(reports: dict, batch: int, rounds: int, threads: int) -> dict[str, list[float]]:
