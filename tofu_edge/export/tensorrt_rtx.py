@@ -9,17 +9,16 @@ reduction) are rejected, which is also what the portable graph must avoid.
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from tofu_edge.engine.backend import recording_logger
 from tofu_edge.errors import ConfigError, ExportError, MissingDependencyError
 
 __all__ = ["TensorRTCheck", "check_with_tensorrt_rtx", "tensorrt_rtx_available"]
 
-_log = logging.getLogger(__name__)
 
 INSTALL_HINT = "TensorRT-RTX is not installed; run `pip install tensorrt-rtx` (no GPU needed)"
 
@@ -104,7 +103,7 @@ def check_with_tensorrt_rtx(
     target = _target(trt, compute_capability)
 
     start = time.perf_counter()
-    logger = _recording_logger(trt)
+    logger = recording_logger(trt)
     builder = trt.Builder(logger)
     # Strong typing: precision comes from the graph (RTX has no FP16 builder flag); required from TensorRT 11.
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
@@ -175,23 +174,3 @@ def _parser_error(error: Any) -> str:
         func = error.func()
         where = func.removeprefix("import") if func.startswith("import") else f"graph ({func})"
     return f"{where}: {code}: {error.desc()}"
-
-
-def _recording_logger(trt: Any) -> Any:
-    """A ``tensorrt_rtx.ILogger`` that keeps error messages and forwards warnings to Python logging."""
-
-    class _RecordingLogger(trt.ILogger):
-        def __init__(self) -> None:
-            super().__init__()
-            self.errors: list[str] = []
-
-        def log(self, severity: Any, msg: str) -> None:
-            if severity <= trt.ILogger.Severity.ERROR:
-                self.errors.append(msg)
-                _log.debug("TensorRT-RTX: %s", msg)
-            elif severity == trt.ILogger.Severity.WARNING:
-                _log.warning("TensorRT-RTX: %s", msg)
-            else:
-                _log.debug("TensorRT-RTX: %s", msg)
-
-    return _RecordingLogger()

@@ -1,0 +1,107 @@
+"""`tofu-edge build` / `tofu-edge run` on bad input and without TensorRT: one line on stderr, exit code 2."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from tofu_edge.cli import app
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args], env={"TOFU_EDGE_PLUGINS": None})
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: "), result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr
+
+
+def test_build_without_tensorrt_says_how_to_install_it(tiny_onnx, tmp_path, no_tensorrt):
+    result = run("build", tiny_onnx, "--output", tmp_path / "m.engine")
+    assert_one_line_error(
+        result, "TensorRT 10 is not installed", "pip install tensorrt", "nvcr.io/nvidia/tensorrt", "JetPack"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_build_of_a_missing_onnx_file(tmp_path):
+    assert_one_line_error(run("build", tmp_path / "nope.onnx", "-o", tmp_path / "m.engine"), "nope.onnx does not exist")
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [(b"\x08\x07garbage\xff\xff\xff", "is not a valid ONNX file"), (b"", "the graph has no inputs")],
+    ids=["corrupt", "empty"],
+)
+def test_build_of_a_file_that_is_not_onnx(tmp_path, content, message):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(content)
+    assert_one_line_error(run("build", bad, "-o", tmp_path / "m.engine"), message)
+
+
+@pytest.mark.parametrize(
+    "sizes, message",
+    [
+        (["--min-batch", "4", "--opt-batch", "2", "--max-batch", "8"], "got min=4 opt=2 max=8"),
+        (["--opt-batch", "8", "--max-batch", "4"], "got min=1 opt=8 max=4"),
+        (["--min-batch", "0"], "1 <= min <= opt <= max"),
+    ],
+)
+def test_build_with_a_bad_batch_profile(tiny_onnx_dynamic, tmp_path, sizes, message):
+    assert_one_line_error(run("build", tiny_onnx_dynamic, "-o", tmp_path / "m.engine", *sizes), message)
+
+
+def test_batch_sizes_on_a_static_batch_model_are_refused(tiny_onnx, tmp_path):
+    result = run("build", tiny_onnx, "-o", tmp_path / "m.engine", "--max-batch", "8")
+    assert_one_line_error(result, "has a static batch of 1", "--dynamic-batch")
+
+
+def test_build_with_a_missing_plugin_library(tiny_onnx, tmp_path):
+    result = run("build", tiny_onnx, "-o", tmp_path / "m.engine", "--plugins", tmp_path / "libnope.so")
+    assert_one_line_error(result, "plugin library", "libnope.so does not exist", "cmake -S kernels")
+
+
+def test_serialize_plugins_needs_a_plugin_library(tiny_onnx, tmp_path):
+    result = run("build", tiny_onnx, "-o", tmp_path / "m.engine", "--serialize-plugins")
+    assert_one_line_error(result, "--serialize-plugins needs the plugin library (--plugins)")
+
+
+def test_build_with_a_zero_workspace(tiny_onnx, tmp_path):
+    assert_one_line_error(run("build", tiny_onnx, "-o", tmp_path / "m.engine", "--workspace", "0"), "at least 1 MiB")
+
+
+def test_build_to_a_folder(tiny_onnx, tmp_path):
+    assert_one_line_error(run("build", tiny_onnx, "-o", tmp_path), "is a folder")
+
+
+def test_run_of_a_missing_engine(tmp_path):
+    assert_one_line_error(run("run", tmp_path / "nope.engine", tmp_path / "cat.jpg"), "nope.engine does not exist")
+
+
+def test_run_of_an_empty_engine(tmp_path):
+    (tmp_path / "m.engine").write_bytes(b"")
+    assert_one_line_error(run("run", tmp_path / "m.engine", tmp_path / "cat.jpg"), "m.engine is empty")
+
+
+def test_run_without_tensorrt_says_how_to_install_it(tmp_path, no_tensorrt):
+    (tmp_path / "m.engine").write_bytes(b"not checked before TensorRT is there")
+    result = run("run", tmp_path / "m.engine", tmp_path / "cat.jpg")
+    assert_one_line_error(result, "TensorRT 10 is not installed", "pip install tensorrt")
+
+
+def test_run_with_a_missing_plugin_library(tmp_path):
+    (tmp_path / "m.engine").write_bytes(b"plan")
+    result = run("run", tmp_path / "m.engine", tmp_path / "cat.jpg", "--plugins", tmp_path / "libnope.so")
+    assert_one_line_error(result, "libnope.so does not exist")
+
+
+def test_build_and_run_help_show_an_example():
+    for command in ("build", "run"):
+        result = run(command, "--help")
+        assert result.exit_code == 0 and "Example: tofu-edge " + command in result.stdout

@@ -1,0 +1,96 @@
+"""`classify_image`: one image through an engine, its top-k classes and the engine's latency."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tofu_edge.engine.preprocess import PreprocessConfig, load_input, top_k
+from tofu_edge.engine.runner import EngineRunner, LatencyStats
+
+__all__ = ["Classification", "classify_image"]
+
+
+@dataclass(frozen=True)
+class Classification:
+    """What `classify_image` found.
+
+    Attributes:
+        engine_path: The engine that ran.
+        image_path: The image (or ``.npy`` tensor).
+        input_shape: The shape the engine ran with.
+        top: ``(class index, probability)``, best first (softmax of the first output's first row).
+        first_run_ms: GPU time of the first run including host/device copies (CUDA events).
+        latency: GPU time of ``execute_async_v3`` over the timed iterations (CUDA events).
+        preprocess: The preprocessing that was applied.
+        tensorrt_version: The TensorRT version that built the engine, from the sidecar (``None`` without one).
+    """
+
+    engine_path: Path
+    image_path: Path
+    input_shape: tuple[int, ...]
+    top: list[tuple[int, float]]
+    first_run_ms: float
+    latency: LatencyStats
+    preprocess: PreprocessConfig
+    tensorrt_version: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "engine": str(self.engine_path),
+            "image": str(self.image_path),
+            "input_shape": list(self.input_shape),
+            "top": [{"class": index, "probability": probability} for index, probability in self.top],
+            "first_run_ms": self.first_run_ms,
+            "latency_ms": self.latency.to_dict(),
+            "preprocess": self.preprocess.to_dict(),
+            "tensorrt_version": self.tensorrt_version,
+        }
+
+
+def classify_image(
+    engine_path: str | Path,
+    image_path: str | Path,
+    *,
+    plugins: str | Path | Sequence[str | Path] | None = None,
+    top: int = 5,
+    warmup: int = 10,
+    iterations: int = 50,
+    allow_host_code: bool = False,
+) -> Classification:
+    """Preprocess an image as the engine's sidecar says (ImageNet mean/std without one), run it, rank the classes.
+
+    An engine that needs more than one image (a static batch, or a batch profile's minimum) gets copies of it.
+
+    Raises:
+        EngineError: the engine cannot be read or run.
+        InputShapeError: a ``.npy`` input does not fit the engine.
+        TofuError: the image cannot be read.
+        MissingDependencyError: TensorRT or cuda-python is not installed.
+    """
+    image_path = Path(image_path)
+    with EngineRunner(engine_path, plugins, allow_host_code=allow_host_code) as runner:
+        sidecar = runner.sidecar or {}
+        config = PreprocessConfig.from_dict(sidecar["preprocess"]) if "preprocess" in sidecar else PreprocessConfig()
+        spec = runner.inputs[0]
+        tensor = load_input(image_path, spec.shape, config)
+        batch = spec.shape[0] if spec.shape[0] > 0 else (runner.profile.min if runner.profile else 1)
+        if batch > tensor.shape[0]:  # a static batch, or a profile's smallest batch, above one image
+            tensor = np.repeat(tensor[:1], batch, axis=0)
+        result = runner.run(tensor)
+        latency = runner.benchmark(tensor, warmup=warmup, iterations=iterations)
+        logits = next(iter(result.outputs.values()))
+        return Classification(
+            engine_path=runner.path,
+            image_path=image_path,
+            input_shape=tuple(tensor.shape),
+            top=top_k(logits.reshape(logits.shape[0], -1)[0], top),
+            first_run_ms=result.latency_ms,
+            latency=latency,
+            preprocess=config,
+            tensorrt_version=sidecar.get("tensorrt_version"),
+        )
