@@ -37,6 +37,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
+        "--spinning",
+        action="store_true",
+        help="Let onnxruntime's idle threads spin (its default). Off by default: on 2-vCPU machines spinning "
+        "costs the unfused model 40 %% (benchmarks/README.md).",
+    )
+    parser.add_argument(
         "--static-drop",
         type=int,
         metavar="R",
@@ -70,7 +76,7 @@ def main() -> None:
                     }
                 )
                 print(f"exported {name} b={batch} in {seconds:.1f} s", flush=True)
-            samples = _paired_latency(reports, batch, args.rounds, args.threads)
+            samples = _paired_latency(reports, batch, args.rounds, args.threads, args.spinning)
             base = np.array(samples["unfused"])
             for name, report in reports.items():
                 times = np.array(samples[name])
@@ -99,6 +105,7 @@ def main() -> None:
         **versions(),
         "model": args.model,
         "ort_threads": args.threads,
+        "ort_allow_spinning": args.spinning,
         "weights": "random (timm init)",
         "precision": "fp32",
         "opset": 17,
@@ -128,11 +135,12 @@ def _static_drop():
         yield
 
 
-def _paired_latency(reports: dict, batch: int, rounds: int, threads: int) -> dict[str, list[float]]:
+def _paired_latency(reports: dict, batch: int, rounds: int, threads: int, spinning: bool) -> dict[str, list[float]]:
     """Seconds per call of every session, round-robin with one call each per round."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     sessions = {
         name: ort.InferenceSession(str(r.onnx_path), options, providers=["CPUExecutionProvider"])
         for name, r in reports.items()
