@@ -145,3 +145,16 @@ def test_unsupported_models_are_refused_with_what_is_supported(name, overrides, 
 def test_unknown_model_name_suggests_close_names():
     with pytest.raises(tofu_edge.UnknownModelError, match="did you mean deit_small"):
         tofu_edge.create_model("deit_smal")
+
+
+@pytest.mark.parametrize("mode", ["tofu", "mean", "mlerp"])
+def test_all_constant_image_ties_every_score_and_gives_the_same_result_every_run(mode):
+    model = tiny_model("vit")
+    with torch.no_grad():
+        model.pos_embed.zero_()  # every patch token identical: every matching score tied
+    tofu_edge.fuse(model, FusionConfig(r=3, mode=mode, switch=2))
+    flat = torch.full((2, 3, 32, 32), 0.5)
+    with torch.no_grad():
+        first = model(flat)
+        assert all(torch.equal(first, model(flat)) for _ in range(3))
+        torch.testing.assert_close(first, reference_forward(model, model.tofu_plan, flat), atol=ATOL, rtol=0)
