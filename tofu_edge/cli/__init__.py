@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from tofu_edge.cli.build import build_command
+from tofu_edge.cli.calibrate import calibrate_command
 from tofu_edge.cli.errors import one_line_errors
 from tofu_edge.cli.export import export_command
 from tofu_edge.cli.plan import plan_command
@@ -20,6 +21,7 @@ app = typer.Typer(
 )
 app.command("plan")(one_line_errors(plan_command))
 app.command("export")(one_line_errors(export_command))
+app.command("calibrate")(one_line_errors(calibrate_command))
 app.command("build")(one_line_errors(build_command))
 app.command("run")(one_line_errors(run_command))
 

@@ -1,0 +1,169 @@
+"""`calibrate_switch`: pick the ToFu prune -> MLERP switch block of a model on real images.
+
+Two methods. ``search`` (the default) fuses the model with every switch from 0 (MLERP everywhere) to ``L``
+(prune everywhere) and keeps the one whose outputs stay closest (mean cosine) to the unfused model's; it
+costs ``L + 1`` fused forward passes over the calibration images. ``probe`` is a per-block linearity probe,
+cheaper but local:
+
+The probe asks, at every block and on real images, which is the better stand-in for a matched pair once
+the block's token-wise part ``g(t) = t + ls2(mlp(norm2(t)))`` has run: averaging first (``g(mean(a, b))``,
+exact where ``g`` is affine, since affine maps commute with averages) or pruning (``g(b)``, better where
+averaging would push the features somewhere ``g`` treats very differently). Both are compared with
+``mean(g(a), g(b))``, the pair summarised after the block. The switch is the block ``s`` that minimises the
+summed error of pruning below ``s`` and merging from ``s`` on. For matched pairs that are close, the
+first-order error of pruning outweighs the second-order error of averaging, so the probe leans towards
+merging everywhere; it cannot see how an early merge's error grows through later blocks, which is what
+``search`` measures. Both are reported.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+from tofu_edge.config import FusionConfig, Mode
+from tofu_edge.errors import ConfigError
+from tofu_edge.ops.match import match_tokens
+from tofu_edge.ops.merge import fuse_tokens
+from tofu_edge.patch.attention import attend
+from tofu_edge.patch.timm import describe_vit, fuse
+from tofu_edge.plan import FusionPlan, resolve_plan
+
+__all__ = ["BlockProbe", "Calibration", "calibrate_switch", "METHODS"]
+
+
+@dataclass(frozen=True)
+class BlockProbe:
+    """Relative errors of merging and of pruning the matched pairs of one block (mean over images)."""
+
+    index: int
+    r: int
+    merge_error: float
+    prune_error: float
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Per-block probes, per-switch scores of both methods, and the switch the chosen method picks."""
+
+    method: str
+    switch: int
+    images: int
+    probes: tuple[BlockProbe, ...]
+    probe_errors: tuple[float, ...]  # per switch s: pruning error below s + merging error from s
+    search_cosines: tuple[float, ...] | None  # per switch s: mean output cosine to the unfused model
+
+    @property
+    def probe_switch(self) -> int:
+        """The switch the linearity probe alone would pick."""
+        return min(range(len(self.probe_errors)), key=lambda s: (self.probe_errors[s], s))
+
+    def to_dict(self) -> dict:
+        return {
+            "method": self.method,
+            "switch": self.switch,
+            "probe_switch": self.probe_switch,
+            "images": self.images,
+            "probe_errors": list(self.probe_errors),
+            "search_cosines": None if self.search_cosines is None else list(self.search_cosines),
+            "blocks": [asdict(p) for p in self.probes],
+        }
+
+
+METHODS = ("search", "probe")
+
+
+def calibrate_switch(
+    model: torch.nn.Module, images: torch.Tensor, config: FusionConfig, method: str = "search"
+) -> Calibration:
+    """Choose the ToFu switch block of an unfused timm ViT for ``config``'s schedule.
+
+    Args:
+        model: A supported timm ViT, not fused (it is left unchanged).
+        images: Calibration images, preprocessed for the model.
+        config: The schedule to calibrate for (its ``r`` per block; ``mode`` and ``switch`` are not used).
+        method: ``search`` (end-to-end, default) or ``probe`` (per-block linearity probe only).
+
+    Returns:
+        The probes, the per-switch scores and the switch (0 = MLERP everywhere, ``L`` = prune everywhere).
+
+    Raises:
+        ConfigError: an unknown method.
+        ScheduleError: the schedule cannot be carried out on the model.
+
+    Shapes:
+        images: [B, 3, H, W]
+    """
+    if method not in METHODS:
+        raise ConfigError(f"unknown calibration method {method!r}; choose one of {', '.join(METHODS)}")
+    schedule = dict(r=config.r, inflection=config.inflection, keep=config.keep, clamp=config.clamp)
+    plan = resolve_plan(FusionConfig(**schedule, mode=Mode.MLERP), describe_vit(model))
+    probes = _probe(model, images, plan)
+    switches = range(len(probes) + 1)
+    probe_errors = tuple(
+        sum(p.prune_error for p in probes[:s]) + sum(p.merge_error for p in probes[s:]) for s in switches
+    )
+    cosines = None
+    if method == "search":
+        cosines = _search(model, images, FusionConfig(**schedule, mode=Mode.TOFU, prop_attn=config.prop_attn))
+        switch = max(switches, key=lambda s: (cosines[s], -s))
+    else:
+        switch = min(switches, key=lambda s: (probe_errors[s], s))
+    return Calibration(method, switch, len(images), tuple(probes), probe_errors, cosines)
+
+
+def _search(model: torch.nn.Module, images: torch.Tensor, config: FusionConfig) -> tuple[float, ...]:
+    """Mean cosine of the fused outputs to the unfused ones, for every switch from 0 to ``L``."""
+    fused = copy.deepcopy(model)
+    cosines = []
+    with torch.no_grad():
+        reference = model(images).flatten(1)
+        for switch in range(len(model.blocks) + 1):
+            fuse(fused, dataclasses.replace(config, switch=switch))
+            cosines.append(float(F.cosine_similarity(fused(images).flatten(1), reference, dim=1).mean()))
+    return tuple(cosines)
+
+
+def _probe(model: torch.nn.Module, images: torch.Tensor, plan: FusionPlan) -> list[BlockProbe]:
+    """The linearity probe of every block, on the unfused model's tokens."""
+    probes = []
+    with torch.no_grad():
+        x = model.norm_pre(model.patch_drop(model._pos_embed(model.patch_embed(images))))
+        for block, step in zip(model.blocks, plan.blocks, strict=True):
+            attn_out, metric = attend(block.attn, block.norm1(x), None)
+            x = x + block.drop_path1(block.ls1(attn_out))
+
+            def after(t: torch.Tensor, block=block) -> torch.Tensor:
+                return t + block.drop_path2(block.ls2(block.mlp(block.norm2(t))))
+
+            if step.r > 0:
+                match = match_tokens(metric, step.num_prefix, step.r)
+                reference, _ = fuse_tokens(after(x), None, match, Mode.MEAN)
+                merged_first = after(fuse_tokens(x, None, match, Mode.MEAN)[0])
+                pruned = fuse_tokens(after(x), None, match, Mode.PRUNE)[0]
+                slots = _destination_slots(match, reference.shape[1])
+                probes.append(
+                    BlockProbe(
+                        step.index, step.r, _error(merged_first, reference, slots), _error(pruned, reference, slots)
+                    )
+                )
+            else:
+                probes.append(BlockProbe(step.index, 0, 0.0, 0.0))
+            x = after(x)
+    return probes
+
+
+def _destination_slots(match, num_out: int) -> torch.Tensor:
+    """``mask[b, o]``: output slot ``o`` received at least one source, ``[B, N - r]``."""
+    slots = torch.arange(num_out, device=match.dst_slot.device)
+    return (match.dst_slot[:, :, None] == slots).any(dim=1)
+
+
+def _error(got: torch.Tensor, want: torch.Tensor, slots: torch.Tensor) -> float:
+    """Mean relative L2 error over the destination slots."""
+    error = (got - want).norm(dim=-1) / want.norm(dim=-1).clamp_min(1e-12)
+    return float(error[slots].mean())
