@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import typer
 
+from tofu_edge.cli.bench import bench_command
 from tofu_edge.cli.build import build_command
 from tofu_edge.cli.calibrate import calibrate_command
 from tofu_edge.cli.errors import one_line_errors
+from tofu_edge.cli.evaluate import eval_command
 from tofu_edge.cli.export import export_command
 from tofu_edge.cli.plan import plan_command
 from tofu_edge.cli.run import run_command
+from tofu_edge.cli.visualize import visualize_command
 
 __all__ = ["app", "main"]
 
@@ -24,6 +27,9 @@ app.command("export")(one_line_errors(export_command))
 app.command("calibrate")(one_line_errors(calibrate_command))
 app.command("build")(one_line_errors(build_command))
 app.command("run")(one_line_errors(run_command))
+app.command("bench")(one_line_errors(bench_command))
+app.command("eval")(one_line_errors(eval_command))
+app.command("visualize")(one_line_errors(visualize_command))
 
 
 @app.callback()

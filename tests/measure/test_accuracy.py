@@ -1,0 +1,217 @@
+"""`tofu-edge eval`: metric math on hand-made logits, the ImageFolder reader, and the command on a tiny dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import tofu_edge
+from tofu_edge.cli import app
+from tofu_edge.errors import ConfigError, TofuError
+from tofu_edge.measure.accuracy import MetricAccumulator, pareto_front
+from tofu_edge.measure.dataset import find_images
+
+MODEL = "deit_tiny_patch16_224"
+IMG = "32"  # 4 patches: 5 tokens, so "--r 1,1" removes one token in each of blocks 0 and 1
+SCHEDULE = "1,1"
+CLASSES = ("cat", "dog", "eel")
+PER_CLASS = 2
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+EXACT = 1e-12
+ONNX_COSINE_TOLERANCE = 1e-4
+
+cli = CliRunner()
+
+
+def make_folder(root: Path, classes=CLASSES, per_class: int = PER_CLASS) -> Path:
+    """A tiny ImageFolder of random-noise PNGs (40x40, seeded)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        for index in range(per_class):
+            pixels = rng.integers(0, 256, size=(40, 40, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{index}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return make_folder(tmp_path_factory.mktemp("data") / "val")
+
+
+def run(*args):
+    return cli.invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
+
+
+# --- metric math --------------------------------------------------------------------------------------------------
+
+
+def test_metrics_on_hand_made_logits():
+    logits = np.array(
+        [
+            [9.0, 1, 2, 3, 4, 5, 0],  # top-1 = 0 (right)
+            [0.0, 9, 8, 7, 6, 5, 4],  # top-1 = 1, label 5 is 5th (top-5 right, top-1 wrong)
+            [0.0, 9, 8, 7, 6, 5, 4],  # label 6 is 6th: wrong in both
+            [1.0, 2, 3, 4, 5, 6, 7],  # top-1 = 6 (right)
+        ]
+    )
+    labels = np.array([0, 5, 6, 6])
+    reference = logits.copy()
+    reference[3] = -logits[3]  # top-1 = 0: disagrees, cosine -1
+    total = MetricAccumulator()
+    total.update(logits[:2], labels[:2], reference[:2], seconds=0.5)
+    total.update(logits[2:], labels[2:], reference[2:], seconds=0.5)
+    metrics = total.result()
+    assert metrics.images == 4
+    assert metrics.top1 == pytest.approx(2 / 4, abs=EXACT)
+    assert metrics.top5 == pytest.approx(3 / 4, abs=EXACT)
+    assert metrics.top1_agreement == pytest.approx(3 / 4, abs=EXACT)
+    assert metrics.mean_cosine == pytest.approx((1 + 1 + 1 - 1) / 4, abs=EXACT)
+    assert metrics.min_cosine == pytest.approx(-1.0, abs=EXACT)
+    assert metrics.images_per_s == pytest.approx(4.0, abs=EXACT)
+
+
+def test_orthogonal_outputs_have_cosine_zero_and_few_classes_use_top_all():
+    total = MetricAccumulator()
+    total.update(np.array([[1.0, 0.0]]), np.array([1]), np.array([[0.0, 1.0]]))
+    metrics = total.result()
+    assert metrics.mean_cosine == pytest.approx(0.0, abs=EXACT)
+    assert (metrics.top1, metrics.top5, metrics.top1_agreement) == (0.0, 1.0, 0.0)
+
+
+def test_pareto_front_keeps_points_nothing_beats_in_speed_and_accuracy():
+    speed = [100.0, 150.0, 120.0, 200.0]
+    value = [80.0, 79.0, 70.0, 60.0]
+    assert pareto_front(speed, value) == [3, 1, 0]
+
+
+# --- the ImageFolder reader ---------------------------------------------------------------------------------------
+
+
+def test_classes_sorted_by_name_give_labels_and_limit_spreads(tmp_path):
+    root = make_folder(tmp_path / "data", classes=("b", "a", "c"))
+    found = find_images(root)
+    assert found.classes == ("a", "b", "c")
+    assert [label for _, label in found.samples] == [0, 0, 1, 1, 2, 2]
+    assert [label for _, label in find_images(root, limit=3).samples] == [0, 1, 2]
+
+
+def test_numeric_labels_take_folder_names_as_class_indices(tmp_path):
+    root = make_folder(tmp_path / "data", classes=("207", "3"), per_class=1)
+    assert sorted(label for _, label in find_images(root, numeric_labels=True).samples) == [3, 207]
+    (root / "cat").mkdir()
+    (root / "cat" / "x.png").write_bytes((root / "3" / "0.png").read_bytes())
+    with pytest.raises(ConfigError, match="is not a class index"):
+        find_images(root, numeric_labels=True)
+
+
+@pytest.mark.parametrize(
+    "layout, message",
+    [
+        ("missing", "does not exist"),
+        ("flat", "has no class subfolders"),
+        ("empty", "has no .jpg/.jpeg/.png/.bmp/.webp files"),
+    ],
+)
+def test_bad_dataset_folders_are_named(tmp_path, layout, message):
+    root = tmp_path / "data"
+    if layout != "missing":
+        root.mkdir()
+    if layout == "flat":
+        (root / "x.png").write_bytes(b"")
+    if layout == "empty":
+        (root / "cat").mkdir()
+    with pytest.raises(TofuError, match=message):
+        find_images(root)
+
+
+# --- the command --------------------------------------------------------------------------------------------------
+
+
+def test_eval_json_reports_reference_and_fused_variant(dataset):
+    result = run("eval", MODEL, dataset, "--img-size", IMG, "--r", SCHEDULE, "--batch", 4, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["images"] == len(CLASSES) * PER_CLASS and report["classes"] == len(CLASSES)
+    unfused, fused = report["variants"]
+    assert unfused["name"] == "unfused" and unfused["top1_agreement"] == 1.0
+    assert unfused["min_cosine"] == pytest.approx(1.0, abs=1e-6)
+    assert fused["r"][:3] == [1, 1, 0] and fused["macs_ratio"] < 1.0
+    assert 0.0 <= fused["top1"] <= fused["top5"] <= 1.0 and fused["images_per_s"] > 0
+
+
+def test_eval_sweep_prints_a_table_and_writes_a_pareto_png(dataset, tmp_path):
+    plot = tmp_path / "pareto.png"
+    result = run("eval", MODEL, dataset, "--img-size", IMG, "--sweep", "r=0,1", "--clamp", "--limit", 3, "--plot", plot)
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.stdout.splitlines() if line.startswith("│")]
+    assert [row.split("│")[1].strip() for row in rows] == ["unfused", "r=0 tofu", "r=1 tofu"]  # r=1: 5 -> 2 tokens
+    assert "3 images" in result.stdout and "tofu-edge bench" in result.stdout
+    assert plot.read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_eval_of_an_onnx_file_against_the_unfused_model(dataset, tmp_path):
+    weights = tmp_path / "weights.pt"  # random weights differ per model creation: fix them for both sides
+    torch.manual_seed(0)
+    torch.save(tofu_edge.create_model(MODEL, img_size=int(IMG)).state_dict(), weights)
+    onnx_path = tmp_path / "tiny.onnx"
+    config = tofu_edge.FusionConfig(r=(1, 1))
+    tofu_edge.export_onnx(
+        MODEL, onnx_path, config, img_size=int(IMG), checkpoint=weights, batch=4, parity_images=dataset / "cat"
+    )
+    common = ("eval", MODEL, dataset, "--img-size", IMG, "--checkpoint", weights, "--json")
+    result = run(*common, "--onnx", onnx_path, "--batch", 3)
+    assert result.exit_code == 0, result.output
+    unfused, onnx_variant = json.loads(result.stdout)["variants"]
+    assert onnx_variant["backend"] == "onnxruntime" and onnx_variant["images"] == unfused["images"]
+    pytorch = json.loads(run(*common, "--r", SCHEDULE).stdout)
+    fused = pytorch["variants"][1]  # the same fused model in PyTorch: the same figures
+    for key in ("top1", "top5", "top1_agreement"):
+        assert onnx_variant[key] == fused[key]
+    assert onnx_variant["mean_cosine"] == pytest.approx(fused["mean_cosine"], abs=ONNX_COSINE_TOLERANCE)
+
+    wrong_size = run("eval", MODEL, dataset, "--img-size", "48", "--onnx", onnx_path)
+    assert wrong_size.exit_code == 2 and "tiny.onnx takes input [4, 3, 32, 32]" in wrong_size.stderr
+
+
+def one_line_error(result, message: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"error: {message}") or message in result.stderr.splitlines()[-1]
+    assert "Traceback" not in result.output and result.stderr.strip().count("\n") == 0
+
+
+def test_unreadable_image_is_named(dataset, tmp_path):
+    root = make_folder(tmp_path / "data", per_class=1)
+    (root / "dog" / "broken.png").write_bytes(b"not a png")
+    one_line_error(
+        run("eval", MODEL, root, "--img-size", IMG), f"error: cannot read image {root / 'dog' / 'broken.png'}"
+    )
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--onnx", "model.onnx", "--sweep", "r=0,1"], "--onnx/--engine evaluate that file as it was fused"),
+        (["--sweep", "x=1"], "--sweep takes r=0,8,13 or keep=1,0.8,0.6"),
+        (["--r", "9"], "block 0: r=9 is more than it can remove"),
+        (["--plot", "pareto.svg"], "--plot writes a PNG"),
+    ],
+)
+def test_bad_options_are_one_line(dataset, extra, message):
+    one_line_error(run("eval", MODEL, dataset, "--img-size", IMG, *extra), f"error: {message}")
+
+
+def test_missing_dataset_and_missing_tensorrt_are_one_line(tmp_path, dataset):
+    one_line_error(run("eval", MODEL, tmp_path / "nowhere", "--img-size", IMG), "error: dataset folder")
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"\0" * 16)
+    result = run("eval", MODEL, dataset, "--img-size", IMG, "--engine", engine)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.stderr.startswith("error: ") and result.stderr.strip().count("\n") == 0

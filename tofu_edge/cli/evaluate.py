@@ -1,0 +1,176 @@
+"""`tofu-edge eval`: accuracy of fused models against the unfused model on an ImageFolder dataset."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from tofu_edge.cli.build import PluginsOption
+from tofu_edge.cli.options import (
+    ClampOption,
+    ImgSizeOption,
+    InflectionOption,
+    KeepOption,
+    ModelArg,
+    ModeOption,
+    PropAttnOption,
+    ROption,
+    SwitchOption,
+    fusion_config,
+    parse_r,
+)
+from tofu_edge.config import FusionConfig, Mode
+from tofu_edge.errors import ConfigError
+from tofu_edge.files import check_writable
+from tofu_edge.measure.accuracy import THROUGHPUT_NOTE, EvalReport, evaluate, plot_pareto
+
+__all__ = ["eval_command", "render_eval", "sweep_configs"]
+
+
+def eval_command(
+    model: ModelArg,
+    data_dir: Annotated[
+        Path, typer.Argument(help="ImageFolder dataset: one subfolder per class, sorted names = class indices.")
+    ],
+    r: ROption = "0",
+    mode: ModeOption = Mode.TOFU,
+    switch: SwitchOption = None,
+    inflection: InflectionOption = 0.0,
+    keep: KeepOption = None,
+    clamp: ClampOption = False,
+    prop_attn: PropAttnOption = True,
+    img_size: ImgSizeOption = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Weights: .safetensors or a torch state dict.", show_default=False)
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="Evaluate at most N images (spread over the classes).", show_default=False)
+    ] = None,
+    batch: Annotated[int, typer.Option(help="Images per forward pass.", min=1)] = 8,
+    sweep: Annotated[
+        str | None,
+        typer.Option(
+            help="Evaluate several fusions: r=0,8,13 (constant r each) or keep=1,0.8,0.6; other options are shared.",
+            show_default=False,
+        ),
+    ] = None,
+    numeric_labels: Annotated[
+        bool, typer.Option(help="Class folder names are the model's class indices (e.g. 0/, 207/).")
+    ] = False,
+    onnx: Annotated[
+        Path | None,
+        typer.Option(help="Evaluate this ONNX file (onnxruntime) against the unfused model.", show_default=False),
+    ] = None,
+    engine: Annotated[
+        Path | None,
+        typer.Option(help="Evaluate this TensorRT engine against the unfused model.", show_default=False),
+    ] = None,
+    plugins: PluginsOption = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(help="Write an accuracy-vs-throughput PNG (Pareto view).", show_default=False),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Top-1/top-5 of fused models and the unfused model, and their agreement and output cosine with it.
+
+    Preprocessing is timm's evaluation transform for the model's config. Images/s are measured during the
+    evaluation (inference only): a rough figure; `tofu-edge bench` measures latency. Exits 2 on bad input.
+
+    Example: tofu-edge eval deit_small_patch16_224 val/ --checkpoint w.safetensors --sweep r=0,8,13 --plot pareto.png
+    """
+    files = onnx is not None or engine is not None
+    if files and (sweep is not None or r != "0" or keep is not None):
+        raise ConfigError("--onnx/--engine evaluate that file as it was fused; leave out --r, --keep and --sweep")
+    if files:
+        configs: list[FusionConfig] = []
+    else:
+        base = fusion_config(r, mode, switch, inflection, keep, clamp, prop_attn)
+        configs = sweep_configs(sweep, base) if sweep is not None else [base]
+    if plot is not None and plot.suffix.lower() != ".png":
+        raise ConfigError(f"--plot writes a PNG; give a .png name, got {plot}")
+    if plot is not None:
+        check_writable(plot)  # before the evaluation, not after it
+
+    console = Console(stderr=True)
+    columns = (TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
+        task = bar.add_task("images", total=None)
+        report = evaluate(
+            model,
+            data_dir,
+            configs,
+            img_size=img_size,
+            checkpoint=checkpoint,
+            limit=limit,
+            batch=batch,
+            numeric_labels=numeric_labels,
+            onnx_path=onnx,
+            engine_path=engine,
+            plugins=plugins or None,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    if plot is not None:
+        plot_pareto(report, plot)
+    result = report.to_dict() | ({"plot": str(plot)} if plot is not None else {})
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        render_eval(report, Console(), plot)
+
+
+def sweep_configs(text: str, base: FusionConfig) -> list[FusionConfig]:
+    """``"r=0,8,13"`` -> three configs with ``r`` 0, 8, 13; ``"keep=1,0.8"`` likewise for ``keep``.
+
+    Raises:
+        ConfigError: not ``r=...`` or ``keep=...`` with numbers.
+    """
+    key, _, values = text.partition("=")
+    key = key.strip()
+    parts = [p.strip() for p in values.split(",") if p.strip()]
+    if key not in ("r", "keep") or not parts:
+        raise ConfigError(f"--sweep takes r=0,8,13 or keep=1,0.8,0.6, got {text!r}")
+    try:
+        if key == "r":
+            return [dataclasses.replace(base, r=parse_r(p), keep=None) for p in parts]
+        return [dataclasses.replace(base, r=0, keep=float(p)) for p in parts]
+    except ValueError as error:
+        raise ConfigError(f"--sweep {text!r}: {error}") from None
+
+
+def render_eval(report: EvalReport, console: Console, plot: Path | None = None) -> None:
+    """Print the table of variants, then a line on the throughput figure and the plot."""
+    reference = report.variants[0].metrics
+    console.print(
+        f"{report.model} {list(report.input_shape)} on {reference.images} images of {report.data_dir} "
+        f"({report.classes} classes), batch {report.batch}"
+    )
+    table = Table(title_justify="left")
+    columns = ("variant", "GMACs", "top-1 %", "top-5 %", "agree %", "cosine", "min cos", "img/s")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "variant" else "right", no_wrap=column == "variant")
+    unfused_macs = next((v.plan.unfused_macs for v in report.variants if v.plan is not None), None)
+    for v in report.variants:
+        m = v.metrics
+        macs = v.plan.macs if v.plan is not None else unfused_macs if v.name == "unfused" else None
+        table.add_row(
+            v.name if v.backend == "pytorch" else f"{v.name} ({v.backend})",
+            "" if macs is None else f"{macs / 1e9:.3f}",
+            f"{100 * m.top1:.2f}",
+            f"{100 * m.top5:.2f}",
+            f"{100 * m.top1_agreement:.2f}",
+            f"{m.mean_cosine:.4f}",
+            f"{m.min_cosine:.4f}",
+            f"{m.images_per_s:.1f}",
+        )
+    console.print(table)
+    console.print(THROUGHPUT_NOTE)
+    if plot is not None:
+        console.print(f"wrote {plot}")

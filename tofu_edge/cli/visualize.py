@@ -1,0 +1,81 @@
+"""`tofu-edge visualize`: a PNG of which patches each final token of a fused model stands for."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tofu_edge.checkpoint import load_checkpoint
+from tofu_edge.cli.options import (
+    ClampOption,
+    ImgSizeOption,
+    InflectionOption,
+    KeepOption,
+    ModelArg,
+    ModeOption,
+    PropAttnOption,
+    ROption,
+    SwitchOption,
+    fusion_config,
+)
+from tofu_edge.config import Mode
+from tofu_edge.errors import ConfigError
+from tofu_edge.models import create_model
+from tofu_edge.patch import fuse
+from tofu_edge.visualize import visualize_fusion
+
+__all__ = ["visualize_command", "Colours"]
+
+
+class Colours(str, Enum):
+    """How token groups are painted."""
+
+    AVERAGE = "average"
+    RANDOM = "random"
+
+
+def visualize_command(
+    model: ModelArg,
+    image: Annotated[Path, typer.Argument(help="A photograph (JPEG, PNG, ...).", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The .png to write.")],
+    r: ROption = "0",
+    mode: ModeOption = Mode.TOFU,
+    switch: SwitchOption = None,
+    inflection: InflectionOption = 0.0,
+    keep: KeepOption = None,
+    clamp: ClampOption = False,
+    prop_attn: PropAttnOption = True,
+    img_size: ImgSizeOption = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Weights: .safetensors or a torch state dict.", show_default=False)
+    ] = None,
+    pretrained: Annotated[bool, typer.Option(help="timm's hub weights (needs a network).")] = False,
+    colours: Annotated[
+        Colours, typer.Option(help="average: each group's mean colour (ToMe); random: one random colour per group.")
+    ] = Colours.AVERAGE,
+) -> None:
+    """Draw which original patches were merged into each final token, and which were pruned (as ToMe draws it).
+
+    Left: the image as the model sees it (timm's preprocessing); right: every final token's patch group in its
+    average colour with white borders, pruned patches grey and hatched. Random weights merge arbitrarily: pass
+    trained weights (--checkpoint or --pretrained) to see what fusion does on a real model.
+
+    Example: tofu-edge visualize deit_small_patch16_224 cat.jpg --pretrained --r 13 --output fused.png
+    """
+    if output.suffix.lower() != ".png":
+        raise ConfigError(f"--output writes a PNG; give a .png name, got {output}")
+    config = fusion_config(r, mode, switch, inflection, keep, clamp, prop_attn)
+    module = create_model(model, img_size=img_size, pretrained=pretrained)
+    if checkpoint is not None:
+        load_checkpoint(module, checkpoint)
+    fuse(module, config)
+    tracked = visualize_fusion(module, image, output, colours.value)
+    groups = int((tracked.size[0, module.num_prefix_tokens :, 0] > 1).sum())
+    pruned = int(tracked.pruned[0].sum())
+    typer.echo(
+        f"wrote {output}: {tracked.sources.shape[1] - module.num_prefix_tokens} tokens, "
+        f"{groups} merged groups, {pruned} patches pruned"
+    )

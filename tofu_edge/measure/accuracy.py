@@ -1,0 +1,354 @@
+"""Accuracy of fused models against the unfused one on an ImageFolder dataset, and its accuracy-vs-throughput plot."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from timm.data import create_transform
+
+from tofu_edge.checkpoint import load_checkpoint
+from tofu_edge.config import FusionConfig
+from tofu_edge.errors import ConfigError, InputShapeError, MissingDependencyError
+from tofu_edge.files import atomic_outputs, check_writable
+from tofu_edge.images import data_config
+from tofu_edge.measure.dataset import find_images, image_batches
+from tofu_edge.models import create_model
+from tofu_edge.patch import fuse
+from tofu_edge.plan import FusionPlan
+
+__all__ = ["Metrics", "MetricAccumulator", "VariantResult", "EvalReport", "evaluate", "plot_pareto", "THROUGHPUT_NOTE"]
+
+TOP_K = 5
+THROUGHPUT_NOTE = (
+    "images/s: inference time only, measured during evaluation (rough; `tofu-edge bench` measures latency properly)"
+)
+
+Run = Callable[[torch.Tensor], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Accuracy against the labels and agreement with the unfused model's outputs, over ``images`` images."""
+
+    images: int
+    top1: float
+    top5: float
+    top1_agreement: float
+    mean_cosine: float
+    min_cosine: float
+    seconds: float
+    images_per_s: float
+
+
+class MetricAccumulator:
+    """Running counts over batches, so no logits are kept (``top5`` is top-min(5, classes))."""
+
+    def __init__(self) -> None:
+        self.images = self.top1 = self.top5 = self.agree = 0
+        self.cosine_sum, self.cosine_min, self.seconds = 0.0, float("inf"), 0.0
+
+    def update(self, logits: np.ndarray, labels: np.ndarray, reference: np.ndarray, seconds: float = 0.0) -> None:
+        """Add one batch.
+
+        Shapes:
+            logits: [B, K]
+            labels: [B]
+            reference: [B, K] (the unfused model's outputs for the same images)
+        """
+        logits, reference = logits.astype(np.float64), reference.astype(np.float64)
+        k = min(TOP_K, logits.shape[1])
+        top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+        self.top1 += int((top[:, 0] == labels).sum())
+        self.top5 += int((top == labels[:, None]).any(axis=1).sum())
+        self.agree += int((top[:, 0] == reference.argmax(axis=1)).sum())
+        norms = np.maximum(np.linalg.norm(logits, axis=1) * np.linalg.norm(reference, axis=1), 1e-30)
+        cosine = (logits * reference).sum(axis=1) / norms
+        self.cosine_sum += float(cosine.sum())
+        self.cosine_min = min(self.cosine_min, float(cosine.min()))
+        self.images += len(logits)
+        self.seconds += seconds
+
+    def result(self) -> Metrics:
+        n = max(self.images, 1)
+        return Metrics(
+            images=self.images,
+            top1=self.top1 / n,
+            top5=self.top5 / n,
+            top1_agreement=self.agree / n,
+            mean_cosine=self.cosine_sum / n,
+            min_cosine=self.cosine_min if self.images else float("nan"),
+            seconds=self.seconds,
+            images_per_s=self.images / self.seconds if self.seconds > 0 else float("nan"),
+        )
+
+
+@dataclass(frozen=True)
+class VariantResult:
+    """One evaluated model: the unfused reference, a fused PyTorch model, an ONNX file or an engine."""
+
+    name: str
+    backend: str
+    plan: FusionPlan | None
+    metrics: Metrics
+
+    def to_dict(self) -> dict:
+        plan = self.plan
+        return {
+            "name": self.name,
+            "backend": self.backend,
+            "r": None if plan is None else list(plan.r_schedule),
+            "mode": None if plan is None else plan.config.mode.value,
+            "gmacs": None if plan is None else plan.macs / 1e9,
+            "macs_ratio": None if plan is None else plan.macs / plan.unfused_macs,
+            **asdict(self.metrics),
+        }
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """`evaluate`'s result; ``variants[0]`` is the unfused PyTorch reference."""
+
+    model: str
+    data_dir: Path
+    classes: int
+    input_shape: tuple[int, ...]
+    batch: int
+    variants: tuple[VariantResult, ...]
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.model,
+            "data_dir": str(self.data_dir),
+            "classes": self.classes,
+            "images": self.variants[0].metrics.images,
+            "input_shape": list(self.input_shape),
+            "batch": self.batch,
+            "throughput_note": THROUGHPUT_NOTE,
+            "variants": [self._with_unfused_macs(v.to_dict()) for v in self.variants],
+        }
+
+    def _with_unfused_macs(self, row: dict) -> dict:
+        """The unfused reference row gets the unfused GMACs that the fused variants' plans carry."""
+        plans = [v.plan for v in self.variants if v.plan is not None]
+        if row["name"] == "unfused" and plans:
+            row["gmacs"], row["macs_ratio"] = plans[0].unfused_macs / 1e9, 1.0
+        return row
+
+
+def evaluate(
+    model: str,
+    data_dir: str | Path,
+    configs: Sequence[FusionConfig] = (),
+    *,
+    img_size: int | None = None,
+    checkpoint: str | Path | None = None,
+    limit: int | None = None,
+    batch: int = 8,
+    numeric_labels: bool = False,
+    onnx_path: str | Path | None = None,
+    engine_path: str | Path | None = None,
+    plugins: Sequence[str | Path] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> EvalReport:
+    """Top-1/top-5 of the unfused model and of each variant, and each variant's agreement with the unfused model.
+
+    Every batch runs through the unfused PyTorch model (the reference) and then through every variant: a fused
+    copy per ``configs`` entry, or the ``onnx_path`` / ``engine_path`` file (padded to its static batch). Each
+    call is timed with a wall clock (all backends return host arrays, so the work is finished) after one untimed
+    warm-up call on the first batch: images/s is a rough figure next to `tofu-edge bench`.
+
+    Args:
+        model: timm model name.
+        data_dir: ImageFolder tree; labels are the sorted class folders' indices (see `find_images`).
+        configs: Fusions to evaluate with PyTorch.
+        img_size: Square input size (default: the model's own).
+        checkpoint: Weights for the model.
+        limit: Evaluate at most this many images (spread over the classes).
+        batch: Images per forward pass.
+        numeric_labels: Class folder names are the model's class indices.
+        onnx_path: Evaluate this ONNX file (onnxruntime, CPU).
+        engine_path: Evaluate this TensorRT engine.
+        plugins: Plugin libraries for the engine.
+        progress: Called with (images done, total) after every batch.
+
+    Raises:
+        TofuError: bad model, schedule, checkpoint, dataset or image; a file for another input shape; a missing
+            runtime.
+    """
+    if onnx_path is not None and engine_path is not None:
+        raise ConfigError("pass --onnx or --engine, not both")
+    dataset = find_images(data_dir, limit=limit, numeric_labels=numeric_labels)
+    reference = create_model(model, img_size=img_size)
+    if checkpoint is not None:
+        load_checkpoint(reference, checkpoint)
+    input_shape = (reference.patch_embed.proj.in_channels, *reference.patch_embed.img_size)
+    top_label = max(label for _, label in dataset.samples)
+    if reference.num_classes and top_label >= reference.num_classes:
+        raise ConfigError(
+            f"{dataset.root} has class index {top_label}, but {model} has {reference.num_classes} classes; "
+            "pass a checkpoint with a head for these classes"
+        )
+    runs: list[tuple[str, str, FusionPlan | None, Run]] = [("unfused", "pytorch", None, _torch_run(reference))]
+    for config in configs:
+        fused = fuse(copy.deepcopy(reference), config)
+        runs.append((variant_name(fused.tofu_plan), "pytorch", fused.tofu_plan, _torch_run(fused)))
+    if onnx_path is not None:
+        runs.append((Path(onnx_path).name, "onnxruntime", None, _onnx_run(Path(onnx_path), input_shape)))
+    if engine_path is not None:
+        runs.append((Path(engine_path).name, "tensorrt", None, _engine_run(Path(engine_path), plugins)))
+
+    totals = [MetricAccumulator() for _ in runs]
+    transform = create_transform(**data_config(reference))
+    done = 0
+    for images, labels in image_batches(dataset, transform, batch):
+        outputs = []
+        for (_, _, _, run), total in zip(runs, totals, strict=True):
+            if done == 0:
+                run(images)  # warm-up, untimed: the first call of each backend pays for allocations
+            started = time.perf_counter()
+            logits = run(images)
+            outputs.append((logits, time.perf_counter() - started, total))
+        for logits, seconds, total in outputs:
+            total.update(logits, labels.numpy(), outputs[0][0], seconds)
+        done += len(labels)
+        if progress is not None:
+            progress(done, len(dataset))
+    variants = tuple(
+        VariantResult(name, backend, plan, total.result())
+        for (name, backend, plan, _), total in zip(runs, totals, strict=True)
+    )
+    name = getattr(reference, "pretrained_cfg", {}).get("architecture") or model
+    return EvalReport(name, dataset.root, len(dataset.classes), input_shape, batch, variants)
+
+
+def variant_name(plan: FusionPlan) -> str:
+    """A short label such as ``r=13 tofu`` or ``keep=0.6 tofu``."""
+    config = plan.config
+    if config.keep is not None:
+        return f"keep={config.keep:g} {config.mode.value}"
+    r = config.r if isinstance(config.r, int) else ",".join(map(str, config.r))
+    return f"r={r} {config.mode.value}"
+
+
+def plot_pareto(report: EvalReport, path: str | Path) -> Path:
+    """Write a PNG of top-1 accuracy and top-1 agreement against images/s, with the Pareto front of each.
+
+    Raises:
+        MissingDependencyError: matplotlib is not installed.
+        OutputError: ``path`` cannot be written.
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise MissingDependencyError(
+            "the accuracy-vs-throughput plot needs matplotlib: pip install matplotlib"
+        ) from None
+    path = Path(path)
+    check_writable(path)
+    figure = Figure(figsize=(11, 4.6), dpi=120)
+    FigureCanvasAgg(figure)
+    speed = [v.metrics.images_per_s for v in report.variants]
+    for axes, key, title in zip(
+        figure.subplots(1, 2),
+        ("top1", "top1_agreement"),
+        ("top-1 accuracy", "top-1 agreement with unfused"),
+        strict=True,
+    ):
+        values = [100 * getattr(v.metrics, key) for v in report.variants]
+        front = pareto_front(speed, values)
+        axes.plot([speed[i] for i in front], [values[i] for i in front], "-", color="tab:orange", label="Pareto front")
+        for i, variant in enumerate(report.variants):
+            marker = "s" if variant.plan is None and variant.backend == "pytorch" else "o"
+            axes.plot(speed[i], values[i], marker, color="tab:blue" if i in front else "tab:gray")
+            axes.annotate(variant.name, (speed[i], values[i]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        axes.set_xlabel("images/s (rough, CPU eager unless noted)")
+        axes.set_ylabel(f"{title} (%)")
+        axes.set_title(title, fontsize=10)
+        axes.grid(alpha=0.3)
+        axes.legend(loc="lower left", fontsize=8)
+    images = report.variants[0].metrics.images
+    figure.suptitle(f"{report.model}: {images} images of {report.data_dir.name}, batch {report.batch}", fontsize=11)
+    figure.text(0.5, 0.005, THROUGHPUT_NOTE, ha="center", fontsize=7, color="dimgray")
+    figure.tight_layout(rect=(0, 0.03, 1, 1))
+    with atomic_outputs(path) as (temp,):
+        figure.savefig(temp, format="png")
+    return path
+
+
+def pareto_front(speed: Sequence[float], value: Sequence[float]) -> list[int]:
+    """Indices of the points no other point beats in both speed and value, fastest first."""
+    order = sorted(range(len(speed)), key=lambda i: (-speed[i], -value[i]))
+    front, best = [], -float("inf")
+    for i in order:
+        if value[i] > best:
+            front.append(i)
+            best = value[i]
+    return front
+
+
+def _torch_run(module: torch.nn.Module) -> Run:
+    def run(images: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode():
+            return module(images).float().numpy()
+
+    return run
+
+
+def _onnx_run(path: Path, input_shape: tuple[int, ...]) -> Run:
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    from tofu_edge.export.onnx import cpu_session
+
+    if not path.is_file():
+        raise ConfigError(f"ONNX file {path} does not exist")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, OSError, ValueError) as error:
+        raise ConfigError(f"cannot read ONNX file {path}: {error or type(error).__name__}") from None
+    flavor = {p.key: p.value for p in proto.metadata_props}.get("tofu_edge.flavor", "portable")
+    session = cpu_session(path, flavor)
+    spec = session.get_inputs()[0]
+    static_batch = spec.shape[0] if isinstance(spec.shape[0], int) else None
+    if list(spec.shape[1:]) != list(input_shape):
+        raise InputShapeError(
+            f"{path.name} takes input {spec.shape}, the model's preprocessing gives "
+            f"[B, {', '.join(map(str, input_shape))}]; pass the --img-size it was exported with"
+        )
+
+    def run(images: torch.Tensor) -> np.ndarray:
+        return _padded(lambda a: session.run(None, {spec.name: a})[0], images.numpy(), static_batch)
+
+    return run
+
+
+def _engine_run(path: Path, plugins: Sequence[str | Path] | None) -> Run:
+    from tofu_edge.engine import EngineRunner
+
+    runner = EngineRunner(path, plugins)
+    static_batch = runner.inputs[0].shape[0] if runner.inputs[0].shape[0] > 0 else None
+
+    def run(images: torch.Tensor) -> np.ndarray:
+        return _padded(lambda a: next(iter(runner.run(a).outputs.values())), images.numpy(), static_batch)
+
+    return run
+
+
+def _padded(run: Callable[[np.ndarray], np.ndarray], images: np.ndarray, batch: int | None) -> np.ndarray:
+    """Run ``images`` in chunks of a static ``batch`` (the last chunk padded by repeating its last image)."""
+    images = images.astype(np.float32)
+    if batch is None:
+        return run(images)
+    chunks = []
+    for start in range(0, len(images), batch):
+        chunk = images[start : start + batch]
+        padded = np.concatenate([chunk, np.repeat(chunk[-1:], batch - len(chunk), axis=0)])
+        chunks.append(run(padded)[: len(chunk)])
+    return np.concatenate(chunks)

@@ -1,0 +1,118 @@
+"""ImageFolder datasets (class subfolders sorted by name give the labels) and image loading with one-line errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tofu_edge.errors import ConfigError, TofuError
+from tofu_edge.images import IMAGE_SUFFIXES
+
+__all__ = ["ImageFolderSet", "find_images", "load_image", "image_batches"]
+
+
+@dataclass(frozen=True)
+class ImageFolderSet:
+    """The images of an ImageFolder tree and their labels, as ``torchvision.datasets.ImageFolder`` reads it.
+
+    Class subfolders sorted by name give the class indices 0, 1, ...; with ``numeric_labels`` the folder names
+    are the model's class indices themselves (e.g. ``0/``, ``207/`` for a subset of ImageNet's classes).
+
+    Args:
+        root: The dataset folder.
+        classes: Class folder names, sorted.
+        samples: (image file, label) pairs, class by class, files sorted by name.
+    """
+
+    root: Path
+    classes: tuple[str, ...]
+    samples: tuple[tuple[Path, int], ...]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+
+def find_images(root: str | Path, *, limit: int | None = None, numeric_labels: bool = False) -> ImageFolderSet:
+    """List the images of an ImageFolder tree (``root/<class>/<image>``), without reading them.
+
+    Args:
+        root: The dataset folder.
+        limit: Keep at most this many images, spread evenly over the whole sorted list (every class stays in).
+        numeric_labels: Folder names are class indices (``"207"`` is class 207) instead of their sorted rank.
+
+    Raises:
+        TofuError: the folder is missing, has no class subfolders, or holds no images.
+        ConfigError: ``limit`` < 1, or a folder name is not an int with ``numeric_labels``.
+    """
+    root = Path(root)
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be >= 1, got {limit}")
+    if not root.is_dir():
+        raise TofuError(f"dataset folder {root} does not exist")
+    classes = tuple(sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")))
+    if not classes:
+        raise TofuError(f"dataset folder {root} has no class subfolders (expected {root}/<class>/<image>)")
+    samples = []
+    for index, name in enumerate(classes):
+        label = _label(name, root) if numeric_labels else index
+        files = sorted(p for p in (root / name).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        samples += [(file, label) for file in files]
+    if not samples:
+        raise TofuError(f"dataset folder {root} has no {'/'.join(IMAGE_SUFFIXES)} files in its class subfolders")
+    if limit is not None and limit < len(samples):
+        step = len(samples) / limit
+        samples = [samples[int(i * step)] for i in range(limit)]
+    return ImageFolderSet(root=root, classes=classes, samples=tuple(samples))
+
+
+def load_image(path: str | Path, transform: Callable) -> torch.Tensor:
+    """Read an image file as RGB and apply ``transform`` (timm's evaluation preprocessing).
+
+    Raises:
+        TofuError: the file is missing or is not an image PIL can read; the message names the file.
+
+    Shapes:
+        returns: [3, H, W]
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise TofuError(f"image {path} does not exist")
+    try:
+        with Image.open(path) as image:
+            return transform(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise TofuError(f"cannot read image {path}: {error}") from None
+
+
+def image_batches(
+    dataset: ImageFolderSet, transform: Callable, batch: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Preprocessed images and labels, ``batch`` at a time (the last batch may be smaller).
+
+    Raises:
+        TofuError: an image cannot be read (names the file).
+
+    Shapes:
+        yields: [b, 3, H, W], [b] (int64)
+    """
+    if batch < 1:
+        raise ConfigError(f"--batch must be >= 1, got {batch}")
+    for start in range(0, len(dataset.samples), batch):
+        chunk = dataset.samples[start : start + batch]
+        images = torch.stack([load_image(path, transform) for path, _ in chunk])
+        yield images, torch.tensor([label for _, label in chunk], dtype=torch.int64)
+
+
+def _label(name: str, root: Path) -> int:
+    try:
+        label = int(name)
+    except ValueError:
+        label = -1
+    if label < 0:
+        raise ConfigError(f"--numeric-labels: class folder {root / name} is not a class index (a non-negative int)")
+    return label

@@ -1,0 +1,239 @@
+"""Paired latency: runners called round-robin, one call each per round, and statistics over the samples.
+
+Calling every runner once per round (rather than one runner many times, then the next) lets a drift in machine
+speed (another job, thermal throttling, a clock change) hit every variant alike; speed-ups are then the median of
+per-round ratios, which cancels most of that drift (benchmarks/README.md).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tofu_edge.errors import ConfigError, MissingDependencyError
+
+__all__ = [
+    "Runner",
+    "LatencyStats",
+    "measure_interleaved",
+    "paired_speedup",
+    "torch_runner",
+    "ort_session",
+    "ort_runner",
+    "engine_runner",
+    "ORT_PROVIDERS",
+]
+
+# our provider names -> onnxruntime's execution providers
+ORT_PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+
+
+@dataclass(frozen=True)
+class Runner:
+    """One thing to time: a name, a zero-argument call, and the images each call processes.
+
+    Args:
+        name: Variant name, unique within a measurement (``"unfused"``, ``"tofu r=13"``).
+        call: Runs the model once. Returns the call's own device-timed latency in ms (CUDA events), or ``None``
+            when the call is synchronous and the wall clock around it is the latency (CPU work, onnxruntime).
+        batch: Images per call, for throughput.
+    """
+
+    name: str
+    call: Callable[[], float | None]
+    batch: int = 1
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Latency over the timed calls of one runner (ms) and its throughput at the median.
+
+    Percentiles interpolate linearly between samples (``numpy.percentile``'s default).
+    """
+
+    samples: int
+    median_ms: float
+    p90_ms: float
+    p99_ms: float
+    min_ms: float
+    mean_ms: float
+    images_per_s: float
+
+    @classmethod
+    def from_samples(cls, samples_ms: Sequence[float], batch: int = 1) -> LatencyStats:
+        """Summary of per-call times in ms for calls of ``batch`` images.
+
+        Raises:
+            ValueError: no samples.
+        """
+        values = np.asarray(samples_ms, dtype=np.float64)
+        if values.size == 0:
+            raise ValueError("no latency samples")
+        median, p90, p99 = (float(v) for v in np.percentile(values, [50, 90, 99]))
+        return cls(int(values.size), median, p90, p99, float(values.min()), float(values.mean()), batch * 1e3 / median)
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def measure_interleaved(
+    runners: Sequence[Runner],
+    *,
+    warmup: int = 10,
+    iterations: int | None = 50,
+    seconds: float | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> dict[str, list[float]]:
+    """Time ``runners`` round-robin, one call each per round, in the order given.
+
+    Args:
+        runners: What to time; names must be unique.
+        warmup: Untimed rounds first (each runner called ``warmup`` times, interleaved too).
+        iterations: Timed rounds; ignored when ``seconds`` is given.
+        seconds: Instead of a count: timed rounds until this wall-clock budget is spent (at least one round).
+        progress: Called after every timed round with the fraction done (rounds, or time, in ``[0, 1]``).
+
+    Returns:
+        Runner name -> latency of each timed call in ms; every list has one entry per round, so entry ``i`` of
+        two lists comes from the same round.
+
+    Raises:
+        ConfigError: no runners, duplicate names, ``warmup < 0``, neither a positive ``iterations`` nor
+            positive ``seconds``.
+    """
+    names = [runner.name for runner in runners]
+    if not runners or len(set(names)) != len(names):
+        raise ConfigError(f"need runners with unique names, got {names}")
+    if warmup < 0:
+        raise ConfigError(f"warmup must be >= 0, got {warmup}")
+    if seconds is not None and seconds <= 0:
+        raise ConfigError(f"seconds must be > 0, got {seconds}")
+    if seconds is None and (iterations is None or iterations < 1):
+        raise ConfigError(f"iterations must be >= 1, got {iterations}")
+    for _ in range(warmup):
+        for runner in runners:
+            runner.call()
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    started = time.perf_counter()
+    rounds = 0
+    while True:
+        for runner in runners:
+            begin = time.perf_counter()
+            device_ms = runner.call()
+            wall_ms = (time.perf_counter() - begin) * 1e3
+            samples[runner.name].append(wall_ms if device_ms is None else float(device_ms))
+        rounds += 1
+        elapsed = time.perf_counter() - started
+        done = min(1.0, elapsed / seconds) if seconds is not None else rounds / iterations
+        if progress is not None:
+            progress(done)
+        if done >= 1.0:
+            return samples
+
+
+def paired_speedup(baseline_ms: Sequence[float], samples_ms: Sequence[float]) -> float:
+    """Median over rounds of ``baseline / variant`` (each call against the baseline call of the same round).
+
+    Raises:
+        ValueError: the two lists differ in length or are empty.
+    """
+    if len(baseline_ms) != len(samples_ms) or not samples_ms:
+        raise ValueError(f"need paired samples, got {len(baseline_ms)} and {len(samples_ms)}")
+    return float(statistics.median(b / s for b, s in zip(baseline_ms, samples_ms, strict=True)))
+
+
+def torch_runner(name: str, model: torch.nn.Module, images: torch.Tensor) -> Runner:
+    """A runner for an eager PyTorch model on the images' device, under ``torch.inference_mode``.
+
+    On CUDA each call is timed with two CUDA events on the current stream (synchronised on the end event), so
+    the latency is GPU time rather than the launch time a bare wall clock would see.
+
+    Shapes:
+        images: [B, 3, H, W]
+    """
+    if images.device.type != "cuda":
+
+        def call_cpu() -> None:
+            with torch.inference_mode():
+                model(images)
+
+        return Runner(name, call_cpu, images.shape[0])
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+    def call_cuda() -> float:
+        with torch.inference_mode():
+            start.record()
+            model(images)
+            end.record()
+        end.synchronize()
+        return start.elapsed_time(end)
+
+    return Runner(name, call_cuda, images.shape[0])
+
+
+def ort_session(path: str | Path, *, provider: str = "cpu", threads: int | None = None, spinning: bool = False):
+    """An onnxruntime session for timing: one execution provider, intra-op threads, thread spinning off by default.
+
+    Spinning idle threads cost the unfused DeiT-S 40 % on 2-vCPU machines (benchmarks/README.md), so it is off
+    unless ``spinning``. The plugin flavour (``TofuMatch``/``TofuMerge`` nodes) gets the reference ops registered.
+
+    Raises:
+        MissingDependencyError: the provider is not in this onnxruntime build.
+    """
+    import onnxruntime as ort
+
+    from tofu_edge.engine.sidecar import inspect_onnx
+
+    provider_name = ORT_PROVIDERS[provider]
+    available = ort.get_available_providers()
+    if provider_name not in available:
+        raise MissingDependencyError(
+            f"onnxruntime {ort.__version__} has no {provider_name} (available: {', '.join(available)}); "
+            f"install onnxruntime-gpu for CUDA/TensorRT, or use --ort-provider cpu"
+        )
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    if inspect_onnx(path).metadata.get("flavor") == "plugin":
+        from onnxruntime_extensions import get_library_path
+
+        from tofu_edge.ops.plugin import register_reference_ops
+
+        register_reference_ops()
+        options.register_custom_ops_library(get_library_path())
+    providers = [provider_name] if provider == "cpu" else [provider_name, "CPUExecutionProvider"]
+    return ort.InferenceSession(str(path), options, providers=providers)
+
+
+def ort_runner(name: str, session: Any, images: np.ndarray) -> Runner:
+    """A runner for an onnxruntime session. ``session.run`` returns host arrays, so it is synchronous on every
+    provider and the wall clock around it is the latency (copies included on a GPU provider).
+
+    Shapes:
+        images: [B, 3, H, W], float32
+    """
+    feeds: Mapping[str, np.ndarray] = {session.get_inputs()[0].name: images.astype(np.float32)}
+    return Runner(name, lambda: session.run(None, feeds) and None, images.shape[0])
+
+
+def engine_runner(name: str, runner: Any, images: np.ndarray) -> Runner:
+    """A runner for a `tofu_edge.engine.EngineRunner`: each call copies in, executes and copies out on the
+    engine's stream, timed with CUDA events (the latency a user of ``run`` sees).
+
+    Shapes:
+        images: the engine's input shape, e.g. [B, 3, H, W]
+    """
+    return Runner(name, lambda: runner.run(images).latency_ms, images.shape[0])
