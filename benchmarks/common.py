@@ -78,4 +78,5 @@ def write_json(path: Path, payload: dict) -> None:
     with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as handle:
         json.dump(payload, handle, indent=2)
         handle.write("\n")
+    os.chmod(handle.name, 0o644)
     os.replace(handle.name, path)

@@ -29,6 +29,12 @@ def check_writable(path: Path) -> None:
         raise OutputError(f"cannot write to {path.parent}: permission denied")
 
 
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
 @contextlib.contextmanager
 def atomic_outputs(*paths: Path) -> Iterator[list[Path]]:
     """Temporary paths for ``paths``; on success all are renamed into place, on any error all are removed.
@@ -44,7 +50,9 @@ def atomic_outputs(*paths: Path) -> Iterator[list[Path]]:
             os.close(handle)
             temps.append(Path(name))
         yield temps
+        mode = 0o666 & ~_umask()  # what a plain open() would give, not mkstemp's owner-only 0o600
         for temp, path in zip(temps, paths, strict=True):
+            os.chmod(temp, mode)
             os.replace(temp, path)
     finally:
         for temp in temps:
