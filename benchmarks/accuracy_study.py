@@ -2,8 +2,8 @@
 
 Usage: python -m benchmarks.accuracy_study [--train] [--limit 10000] [--rs 2,4,6]
 Needs the Debian package dataset-fashion-mnist (files in /usr/share/datasets/fashion-mnist). Without --train it
-loads benchmarks/models/fashion_vit.safetensors; with --train it trains that model first (about 12 minutes on 2
-cores) and overwrites the file. Writes benchmarks/results/accuracy_study.json and prints markdown tables.
+loads benchmarks/models/fashion_vit.safetensors; with --train it trains that model first (about 13 minutes on 2
+idle cores) and overwrites the file. Writes benchmarks/results/accuracy_study.json and prints markdown tables.
 """
 
 from __future__ import annotations
@@ -247,7 +247,7 @@ def main() -> None:
     elif checkpoint.is_file():
         model, training = load_model(checkpoint)
     else:
-        parser.exit(2, f"error: checkpoint {checkpoint} not found; pass --train to train it (about 12 minutes)\n")
+        parser.exit(2, f"error: checkpoint {checkpoint} not found; pass --train to train it (about 13 minutes)\n")
 
     start = time.perf_counter()
     base_pred = predict(model, test_images)

@@ -13,7 +13,7 @@ def run(*args):
 
 
 def test_plan_json_lists_every_block_and_the_totals():
-    result = run("plan", "deit_small_patch16_224", "--r", "13", "--mode", "tofu", "--json")
+    result = run("plan", "deit_small_patch16_224", "--r", "13", "--mode", "tofu", "--switch", "6", "--json")
     assert result.exit_code == 0, result.output
     plan = json.loads(result.stdout)
     assert [b["tokens_in"] for b in plan["blocks"]][:3] == [197, 184, 171]
@@ -57,6 +57,11 @@ def test_bad_input_is_one_line_with_exit_code_2(args, message):
 def test_bad_mode_is_a_usage_error():
     result = run("plan", "deit_small_patch16_224", "--mode", "fast")
     assert result.exit_code == 2 and "Invalid value for '--mode'" in result.stderr
+
+
+def test_default_mode_is_mlerp():
+    plan = json.loads(run("plan", "deit_small_patch16_224", "--r", "8", "--json").stdout)
+    assert {b["mode"] for b in plan["blocks"]} == {"mlerp"}
 
 
 def test_help_has_an_example():

@@ -31,13 +31,17 @@ def test_tofu_prunes_below_switch_and_merges_from_it(deit_s):
     assert [b.mode for b in plan.blocks] == [Mode.PRUNE] * 3 + [Mode.MLERP] * 9
 
 
-def test_tofu_default_switch_is_half_the_depth(deit_s):
-    plan = resolve_plan(FusionConfig(r=8), deit_s)
-    assert [b.mode for b in plan.blocks].index(Mode.MLERP) == 6
+def test_default_is_mlerp_in_every_block(deit_s):
+    assert {b.mode for b in resolve_plan(FusionConfig(r=8), deit_s).blocks} == {Mode.MLERP}
+
+
+def test_tofu_default_switch_prunes_block_0_only(deit_s):
+    plan = resolve_plan(FusionConfig(r=8, mode="tofu"), deit_s)
+    assert [b.mode for b in plan.blocks] == [Mode.PRUNE] + [Mode.MLERP] * 11
 
 
 def test_prop_attn_only_once_sizes_differ(deit_s):
-    plan = resolve_plan(FusionConfig(r=8, switch=3), deit_s)
+    plan = resolve_plan(FusionConfig(r=8, mode="tofu", switch=3), deit_s)
     assert [b.prop_attn for b in plan.blocks] == [False] * 4 + [True] * 8
 
 

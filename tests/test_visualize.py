@@ -22,7 +22,7 @@ cli = CliRunner()
 
 # tiny models have 16 patches and 4 blocks; (family, config) pairs cover prune, MLERP and mean, 1 and 2 prefixes
 CASES = [
-    ("vit", tofu_edge.FusionConfig(r=2, mode="tofu")),  # prune in blocks 0-1, MLERP in 2-3
+    ("vit", tofu_edge.FusionConfig(r=2, mode="tofu", switch=2)),  # prune in blocks 0-1, MLERP in 2-3
     ("deit_distilled", tofu_edge.FusionConfig(r=(3, 2, 2, 1), mode="mean")),
     ("dinov2_registers", tofu_edge.FusionConfig(r=(4, 2), mode="prune")),
     ("avg_pool", tofu_edge.FusionConfig(r=2, mode="mlerp", prop_attn=False)),
@@ -88,7 +88,20 @@ def run(*args):
 
 def test_cli_writes_a_png(photo, tmp_path):
     output = tmp_path / "out" / "fused.png"
-    result = run("deit_tiny_patch16_224", photo, "--img-size", 32, "--r", "1,1", "--output", output)
+    result = run(
+        "deit_tiny_patch16_224",
+        photo,
+        "--img-size",
+        32,
+        "--r",
+        "1,1",
+        "--mode",
+        "tofu",
+        "--switch",
+        "2",
+        "--output",
+        output,
+    )
     assert result.exit_code == 0, result.output
     assert output.read_bytes().startswith(PNG_SIGNATURE)
     assert "wrote" in result.stdout and "2 patches pruned" in result.stdout  # blocks 0-1 prune one each

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tofu_edge.arch import ViTArch, max_reduction, split_sizes
-from tofu_edge.config import FusionConfig, Mode
+from tofu_edge.config import DEFAULT_TOFU_SWITCH, FusionConfig, Mode
 from tofu_edge.errors import ScheduleError
 
 __all__ = ["BlockPlan", "FusionPlan", "resolve_plan", "schedule_r"]
@@ -145,7 +145,7 @@ def schedule_r(config: FusionConfig, num_blocks: int) -> list[int]:
 def _block_mode(config: FusionConfig, index: int, num_blocks: int) -> Mode:
     if config.mode is not Mode.TOFU:
         return config.mode
-    switch = num_blocks // 2 if config.switch is None else config.switch
+    switch = min(DEFAULT_TOFU_SWITCH, num_blocks) if config.switch is None else config.switch
     return Mode.PRUNE if index < switch else Mode.MLERP
 
 

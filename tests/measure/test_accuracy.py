@@ -152,7 +152,7 @@ def test_eval_sweep_prints_a_table_and_writes_a_pareto_png(dataset, tmp_path):
     result = run("eval", MODEL, dataset, "--img-size", IMG, "--sweep", "r=0,1", "--clamp", "--limit", 3, "--plot", plot)
     assert result.exit_code == 0, result.output
     rows = [line for line in result.stdout.splitlines() if line.startswith("│")]
-    assert [row.split("│")[1].strip() for row in rows] == ["unfused", "r=0 tofu", "r=1 tofu"]  # r=1: 5 -> 2 tokens
+    assert [row.split("│")[1].strip() for row in rows] == ["unfused", "r=0 mlerp", "r=1 mlerp"]  # r=1: 5 -> 2 tokens
     assert "3 images" in result.stdout and "tofu-edge bench" in result.stdout
     assert plot.read_bytes().startswith(PNG_SIGNATURE)
 

@@ -33,7 +33,7 @@ def test_json_lines_hold_a_header_and_one_line_per_variant_on_stdout_and_in_the_
     header, unfused, fused = lines
     assert header["type"] == "environment" and header["backend"] == "torch" and header["batch"] == 2
     assert header["input_shape"] == [2, 3, 32, 32] and header["timing"]["iterations"] == 3 and header["threads"] == 1
-    assert (unfused["variant"], fused["variant"]) == ("unfused", "tofu r=1")
+    assert (unfused["variant"], fused["variant"]) == ("unfused", "mlerp r=1")
     assert unfused["speedup"] == 1.0 and unfused["r_schedule"] == [0] * 12 and unfused["config"] is None
     assert fused["r_schedule"][:4] == [1, 1, 1, 0] and fused["gmacs"] < unfused["gmacs"] == fused["unfused_gmacs"]
     assert set(fused["stats"]) == {"samples", "median_ms", "p90_ms", "p99_ms", "min_ms", "mean_ms", "images_per_s"}
@@ -45,7 +45,7 @@ def test_sweep_prints_a_table_and_writes_a_png(tmp_path):
     result = bench(*MODEL, "--sweep", "r=0,1", "--clamp", *FAST, "--plot", str(plot))
     assert result.exit_code == 0, result.output
     rows = [[cell.strip() for cell in line.strip("│").split("│")] for line in result.stdout.splitlines() if "│" in line]
-    assert [row[0] for row in rows] == ["unfused", "tofu r=1"]
+    assert [row[0] for row in rows] == ["unfused", "mlerp r=1"]
     assert rows[0][-2:] == ["1.00x", "1.00x"] and rows[1][-1] == "2.08x"  # speed-up, FLOPs-ideal
     assert float(rows[1][2]) < float(rows[0][2])  # GMACs
     assert plot.read_bytes()[:8] == PNG_SIGNATURE
@@ -83,4 +83,4 @@ def test_onnxruntime_backend_exports_and_times_both_variants(tmp_path):
     result = bench(*MODEL, "--backend", "onnxruntime", "--r", "1", "--clamp", *FAST, "--json")
     assert result.exit_code == 0, result.output
     header, *rows = (json.loads(line) for line in result.stdout.splitlines())
-    assert header["ort_provider"] == "cpu" and [row["variant"] for row in rows] == ["unfused", "tofu r=1"]
+    assert header["ort_provider"] == "cpu" and [row["variant"] for row in rows] == ["unfused", "mlerp r=1"]

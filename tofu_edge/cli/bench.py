@@ -26,7 +26,7 @@ from tofu_edge.cli.options import (
     SwitchOption,
     fusion_config,
 )
-from tofu_edge.config import FusionConfig, Mode
+from tofu_edge.config import DEFAULT_MODE, FusionConfig
 from tofu_edge.errors import ConfigError
 from tofu_edge.files import atomic_outputs, check_writable
 from tofu_edge.measure.bench import ENGINE_SUFFIXES, BenchResult, Timing, Variant, bench_files, bench_model, parse_sweep
@@ -72,7 +72,7 @@ def bench_command(
         typer.Option(help="For a model name: eager torch, onnxruntime (exported) or tensorrt (built). Default torch."),
     ] = None,
     r: ROption = "0",
-    mode: ModeOption = Mode.TOFU,
+    mode: ModeOption = DEFAULT_MODE,
     switch: SwitchOption = None,
     inflection: InflectionOption = 0.0,
     keep: KeepOption = None,

@@ -26,7 +26,7 @@ from tofu_edge.cli.options import (
     fusion_config,
     parse_r,
 )
-from tofu_edge.config import FusionConfig, Mode
+from tofu_edge.config import DEFAULT_MODE, FusionConfig
 from tofu_edge.errors import ConfigError
 from tofu_edge.files import check_writable
 from tofu_edge.measure.accuracy import THROUGHPUT_NOTE, EvalReport, evaluate, plot_pareto
@@ -40,7 +40,7 @@ def eval_command(
         Path, typer.Argument(help="ImageFolder dataset: one subfolder per class, sorted names = class indices.")
     ],
     r: ROption = "0",
-    mode: ModeOption = Mode.TOFU,
+    mode: ModeOption = DEFAULT_MODE,
     switch: SwitchOption = None,
     inflection: InflectionOption = 0.0,
     keep: KeepOption = None,

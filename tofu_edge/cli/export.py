@@ -23,7 +23,7 @@ from tofu_edge.cli.options import (
     SwitchOption,
     fusion_config,
 )
-from tofu_edge.config import Mode
+from tofu_edge.config import DEFAULT_MODE
 from tofu_edge.export import ExportReport, ParityTolerance, export_onnx
 
 __all__ = ["export_command", "render_export", "Flavor"]
@@ -40,7 +40,7 @@ def export_command(
     model: ModelArg,
     output: Annotated[Path, typer.Option("--output", "-o", help="The .onnx file to write (report: same stem, .json).")],
     r: ROption = "0",
-    mode: ModeOption = Mode.TOFU,
+    mode: ModeOption = DEFAULT_MODE,
     switch: SwitchOption = None,
     inflection: InflectionOption = 0.0,
     keep: KeepOption = None,

@@ -27,9 +27,14 @@ ModelArg = Annotated[str, typer.Argument(help="timm model name, e.g. deit_small_
 ROption = Annotated[
     str, typer.Option("--r", "-r", help="Tokens removed per block: one int for every block, or a comma list per block.")
 ]
-ModeOption = Annotated[Mode, typer.Option(help="tofu = prune below --switch, MLERP from it; or one rule everywhere.")]
+ModeOption = Annotated[
+    Mode,
+    typer.Option(
+        help="mlerp (default), mean (ToMe) or prune in every block; tofu = prune below --switch, MLERP from it."
+    ),
+]
 SwitchOption = Annotated[
-    int | None, typer.Option(help="First MLERP block in tofu mode (default: half the depth).", show_default=False)
+    int | None, typer.Option(help="First MLERP block in tofu mode (default 1; see calibrate).", show_default=False)
 ]
 InflectionOption = Annotated[float, typer.Option(help="ToMe's schedule shape for a constant r: <0 decreasing.")]
 KeepOption = Annotated[

@@ -21,7 +21,7 @@ from tofu_edge.cli.options import (
     SwitchOption,
     fusion_config,
 )
-from tofu_edge.config import Mode
+from tofu_edge.config import DEFAULT_MODE
 from tofu_edge.models import create_model
 from tofu_edge.patch import describe_vit
 from tofu_edge.plan import FusionPlan, resolve_plan
@@ -32,7 +32,7 @@ __all__ = ["plan_command", "render_plan"]
 def plan_command(
     model: ModelArg,
     r: ROption = "0",
-    mode: ModeOption = Mode.TOFU,
+    mode: ModeOption = DEFAULT_MODE,
     switch: SwitchOption = None,
     inflection: InflectionOption = 0.0,
     keep: KeepOption = None,

@@ -21,7 +21,7 @@ from tofu_edge.cli.options import (
     SwitchOption,
     fusion_config,
 )
-from tofu_edge.config import Mode
+from tofu_edge.config import DEFAULT_MODE
 from tofu_edge.errors import ConfigError
 from tofu_edge.models import create_model
 from tofu_edge.patch import fuse
@@ -42,7 +42,7 @@ def visualize_command(
     image: Annotated[Path, typer.Argument(help="A photograph (JPEG, PNG, ...).", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="The .png to write.")],
     r: ROption = "0",
-    mode: ModeOption = Mode.TOFU,
+    mode: ModeOption = DEFAULT_MODE,
     switch: SwitchOption = None,
     inflection: InflectionOption = 0.0,
     keep: KeepOption = None,
