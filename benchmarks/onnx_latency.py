@@ -20,12 +20,12 @@ from pathlib import Path
 from unittest import mock
 
 import numpy as np
-import onnxruntime as ort
 
 from benchmarks.common import RESULTS, environment, summarize, write_json
 from tofu_edge import FusionConfig
 from tofu_edge.export import export_onnx
 from tofu_edge.export.onnx import versions
+from tofu_edge.measure.latency import ort_session
 
 
 def main() -> None:
@@ -137,14 +137,7 @@ def _static_drop():
 
 def _paired_latency(reports: dict, batch: int, rounds: int, threads: int, spinning: bool) -> dict[str, list[float]]:
     """Seconds per call of every session, round-robin with one call each per round."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    sessions = {
-        name: ort.InferenceSession(str(r.onnx_path), options, providers=["CPUExecutionProvider"])
-        for name, r in reports.items()
-    }
+    sessions = {name: ort_session(r.onnx_path, threads=threads, spinning=spinning) for name, r in reports.items()}
     images = np.random.default_rng(0).standard_normal((batch, 3, 224, 224), dtype=np.float32)
     for session in sessions.values():
         for _ in range(3):

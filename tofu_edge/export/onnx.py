@@ -27,7 +27,7 @@ from tofu_edge.export.parity import ParityReport, ParityTolerance, check_parity
 from tofu_edge.files import atomic_outputs, check_writable
 from tofu_edge.images import bundled_photo_folder, flat_images, photo_images, random_images
 from tofu_edge.models import create_model
-from tofu_edge.ops.plugin import register_reference_ops, translation_table
+from tofu_edge.ops.plugin import enable_reference_ops, translation_table
 from tofu_edge.patch import fuse
 from tofu_edge.plan import FusionPlan
 
@@ -185,10 +185,7 @@ def cpu_session(path: str | Path, flavor: str = "portable", threads: int | None 
     if threads is not None:
         options.intra_op_num_threads = threads
     if flavor == "plugin":
-        from onnxruntime_extensions import get_library_path
-
-        register_reference_ops()
-        options.register_custom_ops_library(get_library_path())
+        enable_reference_ops(options)
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

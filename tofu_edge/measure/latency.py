@@ -208,12 +208,9 @@ def ort_session(path: str | Path, *, provider: str = "cpu", threads: int | None 
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     if inspect_onnx(path).metadata.get("flavor") == "plugin":
-        from onnxruntime_extensions import get_library_path
+        from tofu_edge.ops.plugin import enable_reference_ops
 
-        from tofu_edge.ops.plugin import register_reference_ops
-
-        register_reference_ops()
-        options.register_custom_ops_library(get_library_path())
+        enable_reference_ops(options)
     providers = [provider_name] if provider == "cpu" else [provider_name, "CPUExecutionProvider"]
     return ort.InferenceSession(str(path), options, providers=providers)
 

@@ -29,6 +29,7 @@ __all__ = [
     "plugin_step",
     "translation_table",
     "register_reference_ops",
+    "enable_reference_ops",
 ]
 
 # one spec for the Python exporter and the C++ plugins (kernels/ generates its header from it)
@@ -185,3 +186,12 @@ def register_reference_ops() -> None:
             for b in range(x.shape[0])
         ]
         return np.stack([o[0].numpy() for o in outs]), np.stack([o[1].numpy() for o in outs])[..., None]
+
+
+def enable_reference_ops(options) -> None:
+    """Let an onnxruntime session with ``options`` run plugin-flavour files: registers the reference Python ops
+    and loads onnxruntime-extensions into ``options`` (an ``onnxruntime.SessionOptions``)."""
+    from onnxruntime_extensions import get_library_path
+
+    register_reference_ops()
+    options.register_custom_ops_library(get_library_path())
