@@ -1,6 +1,6 @@
 import pytest
 
-from tofu_edge import FusionConfig, Mode, ScheduleError, create_model, describe_vit, resolve_plan
+from tofu_edge import FusionConfig, ScheduleError, StepOp, create_model, describe_vit, resolve_plan
 from tofu_edge.arch import max_reduction, split_sizes
 from tofu_edge.plan import schedule_r
 
@@ -28,16 +28,16 @@ def test_impossible_r_names_the_block_and_limit(deit_s):
 
 def test_tofu_prunes_below_switch_and_merges_from_it(deit_s):
     plan = resolve_plan(FusionConfig(r=8, mode="tofu", switch=3), deit_s)
-    assert [b.mode for b in plan.blocks] == [Mode.PRUNE] * 3 + [Mode.MLERP] * 9
+    assert [b.op for b in plan.blocks] == [StepOp.PRUNE] * 3 + [StepOp.MLERP] * 9
 
 
 def test_default_is_mlerp_in_every_block(deit_s):
-    assert {b.mode for b in resolve_plan(FusionConfig(r=8), deit_s).blocks} == {Mode.MLERP}
+    assert {b.op for b in resolve_plan(FusionConfig(r=8), deit_s).blocks} == {StepOp.MLERP}
 
 
 def test_tofu_default_switch_prunes_block_0_only(deit_s):
     plan = resolve_plan(FusionConfig(r=8, mode="tofu"), deit_s)
-    assert [b.mode for b in plan.blocks] == [Mode.PRUNE] + [Mode.MLERP] * 11
+    assert [b.op for b in plan.blocks] == [StepOp.PRUNE] + [StepOp.MLERP] * 11
 
 
 def test_prop_attn_only_once_sizes_differ(deit_s):

@@ -47,7 +47,7 @@ def test_every_patch_is_in_one_final_token_or_pruned_and_groups_match_sizes(fami
     expected_size = torch.ones_like(tokens[..., :1]) if size is None else size
     held = sources.sum(dim=2, keepdim=True)[:, model.num_prefix_tokens :]
     assert torch.equal(held, expected_size[:, model.num_prefix_tokens :])  # group sizes are the model's sizes
-    pruned = sum(step.r for step in plan.blocks if step.mode.value == "prune")
+    pruned = sum(step.r for step in plan.blocks if step.op.value == "prune")
     assert tracked.pruned.sum(dim=1).tolist() == [pruned, pruned]
 
 

@@ -25,15 +25,13 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from tofu_edge.config import FusionConfig, Mode
-from tofu_edge.errors import ConfigError
+from tofu_edge.choices import CalibrationMethod, parse_choice
+from tofu_edge.config import FusionConfig, Mode, StepOp
 from tofu_edge.ops.match import match_tokens
 from tofu_edge.ops.merge import fuse_tokens
-from tofu_edge.patch.attention import attend
-from tofu_edge.patch.timm import describe_vit, fuse
-from tofu_edge.plan import FusionPlan, resolve_plan
+from tofu_edge.patch.timm import embed_tokens, fuse
 
-__all__ = ["BlockProbe", "Calibration", "calibrate_switch", "METHODS"]
+__all__ = ["BlockProbe", "Calibration", "calibrate_switch"]
 
 
 @dataclass(frozen=True)
@@ -74,11 +72,11 @@ class Calibration:
         }
 
 
-METHODS = ("search", "probe")
-
-
 def calibrate_switch(
-    model: torch.nn.Module, images: torch.Tensor, config: FusionConfig, method: str = "search"
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    config: FusionConfig,
+    method: CalibrationMethod | str = CalibrationMethod.SEARCH,
 ) -> Calibration:
     """Choose the ToFu switch block of an unfused timm ViT for ``config``'s schedule.
 
@@ -98,22 +96,20 @@ def calibrate_switch(
     Shapes:
         images: [B, 3, H, W]
     """
-    if method not in METHODS:
-        raise ConfigError(f"unknown calibration method {method!r}; choose one of {', '.join(METHODS)}")
+    method = parse_choice(CalibrationMethod, method, "calibration method")
     schedule = dict(r=config.r, inflection=config.inflection, keep=config.keep, clamp=config.clamp)
-    plan = resolve_plan(FusionConfig(**schedule, mode=Mode.MLERP), describe_vit(model))
-    probes = _probe(model, images, plan)
+    probes = _probe(model, images, FusionConfig(**schedule, mode=Mode.MLERP))
     switches = range(len(probes) + 1)
     probe_errors = tuple(
         sum(p.prune_error for p in probes[:s]) + sum(p.merge_error for p in probes[s:]) for s in switches
     )
     cosines = None
-    if method == "search":
+    if method is CalibrationMethod.SEARCH:
         cosines = _search(model, images, FusionConfig(**schedule, mode=Mode.TOFU, prop_attn=config.prop_attn))
         switch = max(switches, key=lambda s: (cosines[s], -s))
     else:
         switch = min(switches, key=lambda s: (probe_errors[s], s))
-    return Calibration(method, switch, len(images), tuple(probes), probe_errors, cosines)
+    return Calibration(method.value, switch, len(images), tuple(probes), probe_errors, cosines)
 
 
 def _search(model: torch.nn.Module, images: torch.Tensor, config: FusionConfig) -> tuple[float, ...]:
@@ -128,23 +124,22 @@ def _search(model: torch.nn.Module, images: torch.Tensor, config: FusionConfig) 
     return tuple(cosines)
 
 
-def _probe(model: torch.nn.Module, images: torch.Tensor, plan: FusionPlan) -> list[BlockProbe]:
-    """The linearity probe of every block, on the unfused model's tokens."""
+def _probe(model: torch.nn.Module, images: torch.Tensor, config: FusionConfig) -> list[BlockProbe]:
+    """The linearity probe of every block, on the unfused model's tokens (a fused copy's block phases, run without
+    removing any token between blocks)."""
+    fused = fuse(copy.deepcopy(model), config)
     probes = []
     with torch.no_grad():
-        x = model.norm_pre(model.patch_drop(model._pos_embed(model.patch_embed(images))))
-        for block, step in zip(model.blocks, plan.blocks, strict=True):
-            attn_out, metric = attend(block.attn, block.norm1(x), None)
-            x = x + block.drop_path1(block.ls1(attn_out))
-
-            def after(t: torch.Tensor, block=block) -> torch.Tensor:
-                return t + block.drop_path2(block.ls2(block.mlp(block.norm2(t))))
-
+        x = embed_tokens(fused, images)
+        for block in fused.blocks:
+            step = block.tofu_step
+            x, metric = block.attention_residual(x, None)
+            after = block.mlp_residual
             if step.r > 0:
                 match = match_tokens(metric, step.num_prefix, step.r)
-                reference, _ = fuse_tokens(after(x), None, match, Mode.MEAN)
-                merged_first = after(fuse_tokens(x, None, match, Mode.MEAN)[0])
-                pruned = fuse_tokens(after(x), None, match, Mode.PRUNE)[0]
+                reference, _ = fuse_tokens(after(x), None, match, StepOp.MEAN)
+                merged_first = after(fuse_tokens(x, None, match, StepOp.MEAN)[0])
+                pruned = fuse_tokens(after(x), None, match, StepOp.PRUNE)[0]
                 slots = _destination_slots(match, reference.shape[1])
                 probes.append(
                     BlockProbe(

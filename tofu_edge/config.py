@@ -6,15 +6,32 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
+from tofu_edge.choices import parse_choice
 from tofu_edge.errors import ConfigError
 
-__all__ = ["Mode", "FusionConfig", "DEFAULT_MODE", "DEFAULT_TOFU_SWITCH"]
+__all__ = ["Mode", "StepOp", "FusionConfig", "DEFAULT_MODE", "DEFAULT_TOFU_SWITCH"]
+
+
+class StepOp(str, Enum):
+    """What one fusion step does with the ``r`` sources it removes.
+
+    ``prune`` drops them and leaves their partners as they are; ``mean`` folds them into their partners as a
+    size-weighted average (ToMe); ``mlerp`` takes that average's direction and the largest norm in the group.
+    """
+
+    PRUNE = "prune"
+    MEAN = "mean"
+    MLERP = "mlerp"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 class Mode(str, Enum):
-    """How a fusion step treats the tokens it removes.
+    """The schedule of step operations over a model's blocks.
 
-    ``tofu`` is a schedule of the other three: ``prune`` below the switch block, ``mlerp`` from it on.
+    ``mlerp``, ``mean`` and ``prune`` use that `StepOp` in every block; ``tofu`` prunes below the switch block and
+    merges with MLERP from it on.
     """
 
     TOFU = "tofu"
@@ -66,7 +83,7 @@ class FusionConfig:
     clamp: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "mode", _parse_mode(self.mode))
+        object.__setattr__(self, "mode", parse_choice(Mode, self.mode, "mode"))
         object.__setattr__(self, "r", _parse_r(self.r))
         if self.switch is not None and (isinstance(self.switch, bool) or not isinstance(self.switch, int)):
             raise ConfigError(f"switch must be a block index (int), got {self.switch!r}")
@@ -93,14 +110,6 @@ class FusionConfig:
             "keep": self.keep,
             "clamp": self.clamp,
         }
-
-
-def _parse_mode(mode: Mode | str) -> Mode:
-    try:
-        return Mode(mode)
-    except ValueError:
-        choices = ", ".join(m.value for m in Mode)
-        raise ConfigError(f"unknown mode {mode!r}; choose one of {choices}") from None
 
 
 def _parse_r(r: int | Sequence[int]) -> int | tuple[int, ...]:

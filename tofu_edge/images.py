@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -10,7 +11,15 @@ from timm.data import create_transform, resolve_data_config
 
 from tofu_edge.errors import TofuError
 
-__all__ = ["data_config", "random_images", "flat_images", "photo_images", "bundled_photo_folder", "IMAGE_SUFFIXES"]
+__all__ = [
+    "data_config",
+    "random_images",
+    "flat_images",
+    "photo_images",
+    "load_image",
+    "bundled_photo_folder",
+    "IMAGE_SUFFIXES",
+]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 FLAT_COLOURS = ((0, 0, 0), (255, 255, 255), (128, 128, 128), (200, 40, 40))
@@ -64,19 +73,31 @@ def photo_images(model: torch.nn.Module, folder: Path, limit: int = 8, pattern: 
     Shapes:
         returns: [min(limit, files), 3, H, W]
     """
-    from PIL import Image, UnidentifiedImageError
-
     if not folder.is_dir():
         raise TofuError(f"image folder {folder} does not exist")
     files = sorted(p for p in folder.glob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
     if not files:
         raise TofuError(f"image folder {folder} has no {'/'.join(IMAGE_SUFFIXES)} files")
     transform = create_transform(**data_config(model))
-    tensors = []
-    for file in files:
-        try:
-            with Image.open(file) as image:
-                tensors.append(transform(image.convert("RGB")))
-        except (UnidentifiedImageError, OSError) as error:
-            raise TofuError(f"cannot read image {file}: {error}") from None
-    return torch.stack(tensors)
+    return torch.stack([load_image(file, transform) for file in files])
+
+
+def load_image(path: str | Path, transform: Callable) -> torch.Tensor:
+    """Read an image file as RGB and apply ``transform`` (timm's evaluation preprocessing).
+
+    Raises:
+        TofuError: the file is missing or is not an image PIL can read; the message names the file.
+
+    Shapes:
+        returns: [3, H, W]
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise TofuError(f"image {path} does not exist")
+    try:
+        with Image.open(path) as image:
+            return transform(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise TofuError(f"cannot read image {path}: {error}") from None

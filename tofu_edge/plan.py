@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tofu_edge.arch import ViTArch, max_reduction, split_sizes
-from tofu_edge.config import DEFAULT_TOFU_SWITCH, FusionConfig, Mode
+from tofu_edge.config import DEFAULT_TOFU_SWITCH, FusionConfig, Mode, StepOp
 from tofu_edge.errors import ScheduleError
 
 __all__ = ["BlockPlan", "FusionPlan", "resolve_plan", "schedule_r"]
@@ -19,7 +19,7 @@ class BlockPlan:
         index: Block index.
         tokens_in: Tokens ``N`` entering the block.
         r: Tokens removed after the attention.
-        mode: ``prune``, ``mean`` or ``mlerp`` (never ``tofu``: that is resolved per block).
+        op: What the step does with its sources: prune, mean or MLERP (``tofu`` schedules resolve to these).
         num_prefix: Protected prefix tokens ``P``.
         sized: Token sizes can differ from 1 at the input (an earlier block merged).
         prop_attn: Add ``log(size)`` to the attention logits (only when ``sized``).
@@ -29,7 +29,7 @@ class BlockPlan:
     index: int
     tokens_in: int
     r: int
-    mode: Mode
+    op: StepOp
     num_prefix: int
     sized: bool
     prop_attn: bool
@@ -43,7 +43,7 @@ class BlockPlan:
     @property
     def merges(self) -> bool:
         """Whether the step changes sizes (``mean``/``mlerp`` with ``r > 0``)."""
-        return self.r > 0 and self.mode is not Mode.PRUNE
+        return self.r > 0 and self.op is not StepOp.PRUNE
 
     def to_dict(self) -> dict:
         """The block plan as plain JSON types."""
@@ -51,7 +51,7 @@ class BlockPlan:
             "block": self.index,
             "tokens_in": self.tokens_in,
             "r": self.r,
-            "mode": self.mode.value,
+            "mode": self.op.value,  # the key files and scripts already read
             "tokens_out": self.tokens_out,
             "prop_attn": self.prop_attn,
             "gmacs": self.macs / 1e9,
@@ -142,11 +142,11 @@ def schedule_r(config: FusionConfig, num_blocks: int) -> list[int]:
     return [int(first + step * i) for i in range(num_blocks)]
 
 
-def _block_mode(config: FusionConfig, index: int, num_blocks: int) -> Mode:
+def _block_op(config: FusionConfig, index: int, num_blocks: int) -> StepOp:
     if config.mode is not Mode.TOFU:
-        return config.mode
+        return StepOp(config.mode.value)
     switch = min(DEFAULT_TOFU_SWITCH, num_blocks) if config.switch is None else config.switch
-    return Mode.PRUNE if index < switch else Mode.MLERP
+    return StepOp.PRUNE if index < switch else StepOp.MLERP
 
 
 def _plan(config: FusionConfig, arch: ViTArch, rs: list[int]) -> FusionPlan:
@@ -163,12 +163,12 @@ def _plan(config: FusionConfig, arch: ViTArch, rs: list[int]) -> FusionPlan:
                 f"{arch.num_prefix} protected, {num_a} sources and {num_b} destinations "
                 "(lower r there, or clamp=True / --clamp to cap it)"
             )
-        mode = _block_mode(config, index, arch.num_blocks)
+        op = _block_op(config, index, arch.num_blocks)
         block = BlockPlan(
             index=index,
             tokens_in=tokens,
             r=r,
-            mode=mode,
+            op=op,
             num_prefix=arch.num_prefix,
             sized=sized,
             prop_attn=config.prop_attn and sized,

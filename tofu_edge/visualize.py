@@ -1,9 +1,9 @@
 """Which original patches each final token of a fused model stands for, and a picture of it (as ToMe draws it).
 
-`track_sources` runs a fused model block by block from the same pieces `FusedBlock.forward_fused` composes
-(`attend`, `match_tokens`, `fuse_tokens`) and applies every step's `TokenMatch` to a one-hot source matrix as
-well: merged sources join their destination's row, pruned sources leave the matrix. The library's forward is
-not touched; a test checks that the tracked tokens and sizes equal `forward_tokens`.
+`track_sources` runs a fused model block by block through the phases of `FusedBlock` (attention residual, fusion
+step, MLP residual) and applies every step's `TokenMatch` to a one-hot source matrix as well (`merge_sources`):
+merged sources join their destination's row, pruned sources leave the matrix. A test checks that the tracked
+tokens and sizes equal `forward_tokens`.
 """
 
 from __future__ import annotations
@@ -15,15 +15,12 @@ import numpy as np
 import torch
 from timm.data import create_transform
 
-from tofu_edge.config import Mode
+from tofu_edge.choices import GroupColours, parse_choice
 from tofu_edge.errors import ConfigError
 from tofu_edge.files import atomic_outputs, check_writable
-from tofu_edge.images import data_config
-from tofu_edge.measure.dataset import load_image
-from tofu_edge.ops.match import match_tokens
-from tofu_edge.ops.merge import fuse_tokens, gather_tokens
-from tofu_edge.patch import is_fused
-from tofu_edge.patch.attention import attend, size_bias
+from tofu_edge.images import data_config, load_image
+from tofu_edge.ops.merge import merge_sources
+from tofu_edge.patch import embed_tokens, is_fused
 
 __all__ = ["TokenSources", "track_sources", "patch_groups", "render_groups", "visualize_fusion"]
 
@@ -33,7 +30,6 @@ HATCH_SPACING = 6  # pixels between the hatch lines over pruned patches
 BORDER = (255, 255, 255)
 LEGEND_HEIGHT = 44  # two lines of text
 LEGEND_FONT_SIZE = 14
-COLOURS = ("average", "random")
 
 
 @dataclass(frozen=True)
@@ -76,7 +72,7 @@ def track_sources(model: torch.nn.Module, images: torch.Tensor) -> TokenSources:
         raise ConfigError("track_sources needs a fused model: call tofu_edge.fuse(model, config) first")
     model._check_images(images)
     with torch.inference_mode():
-        x = model.norm_pre(model.patch_drop(model._pos_embed(model.patch_embed(images))))
+        x = embed_tokens(model, images)
         batch, num_tokens, _ = x.shape
         num_prefix = model.num_prefix_tokens
         eye = torch.eye(num_tokens - num_prefix, dtype=x.dtype)
@@ -84,36 +80,13 @@ def track_sources(model: torch.nn.Module, images: torch.Tensor) -> TokenSources:
         sources = sources.expand(batch, -1, -1).contiguous()
         size = None
         for block in model.blocks:
-            x, size, sources = _block_with_sources(block, x, size, sources)
+            x, metric = block.attention_residual(x, size)
+            x, size, match = block.fusion_step(x, size, metric)
+            if match is not None:
+                sources = merge_sources(sources, match, block.tofu_step.op)
+            x = block.mlp_residual(x)
         size = torch.ones_like(x[..., :1]) if size is None else size
         return TokenSources(tokens=model.norm(x), size=size, sources=sources)
-
-
-def _block_with_sources(
-    block: torch.nn.Module, x: torch.Tensor, size: torch.Tensor | None, sources: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """`FusedBlock.forward_fused` composed from the same pieces, with the source matrix carried along.
-
-    Shapes:
-        x: [B, N, C]
-        size: [B, N, 1]
-        sources: [B, N, T]
-    """
-    step = block.tofu_step
-    if step.r == 0:
-        x, size = block.forward_fused(x, size)
-        return x, size, sources
-    bias = size_bias(size) if step.prop_attn and size is not None else None
-    attn_out, metric = attend(block.attn, block.norm1(x), bias, with_metric=True)
-    x = x + block.drop_path1(block.ls1(attn_out))
-    match = match_tokens(metric, step.num_prefix, step.r)
-    x, size = fuse_tokens(x, size, match, step.mode)
-    kept = gather_tokens(sources, match.order[:, : match.num_out])
-    if step.mode is not Mode.PRUNE:  # a destination's row becomes the union of its group
-        moved = gather_tokens(sources, match.order[:, match.num_out :])
-        kept = kept.scatter_add(1, match.dst_slot[..., None].expand(-1, -1, kept.shape[-1]), moved)
-    x = x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
-    return x, size, kept
 
 
 def patch_groups(sources: torch.Tensor, grid: tuple[int, int]) -> np.ndarray:
@@ -128,7 +101,9 @@ def patch_groups(sources: torch.Tensor, grid: tuple[int, int]) -> np.ndarray:
     return owner.reshape(grid).numpy()
 
 
-def render_groups(image: np.ndarray, groups: np.ndarray, legend: str, colours: str = "average") -> np.ndarray:
+def render_groups(
+    image: np.ndarray, groups: np.ndarray, legend: str, colours: GroupColours | str = GroupColours.AVERAGE
+) -> np.ndarray:
     """ToMe-style picture: the input beside its token groups, each painted in one colour with white borders
     between groups, and pruned patches greyed and hatched; a legend below.
 
@@ -151,8 +126,7 @@ def render_groups(image: np.ndarray, groups: np.ndarray, legend: str, colours: s
     big = np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BICUBIC)).astype(np.float32)
     cell_h, cell_w = height // groups.shape[0], width // groups.shape[1]
     labels = np.kron(groups, np.ones((cell_h, cell_w), dtype=groups.dtype))
-    if colours not in COLOURS:
-        raise ConfigError(f"unknown colours {colours!r}; choose one of {', '.join(COLOURS)}")
+    colours = parse_choice(GroupColours, colours, "colours")
     palette = np.random.default_rng(0).integers(40, 256, size=(groups.size, 3)).astype(np.float32)
     painted = big.copy()
     for group in np.unique(groups):
@@ -160,7 +134,9 @@ def render_groups(image: np.ndarray, groups: np.ndarray, legend: str, colours: s
         if group < 0:
             painted[mask] = 0.35 * big[mask] + 0.65 * PRUNED_GREY
         else:
-            painted[mask] = big[mask].mean(axis=0) if colours == "average" else 0.6 * palette[group] + 0.4 * big[mask]
+            painted[mask] = (
+                big[mask].mean(axis=0) if colours is GroupColours.AVERAGE else 0.6 * palette[group] + 0.4 * big[mask]
+            )
     rows, cols = np.indices(labels.shape)
     hatch = (labels < 0) & ((rows + cols) % HATCH_SPACING == 0)
     painted[hatch] = 40.0
@@ -180,7 +156,7 @@ def render_groups(image: np.ndarray, groups: np.ndarray, legend: str, colours: s
 
 
 def visualize_fusion(
-    model: torch.nn.Module, image_path: str | Path, output: str | Path, colours: str = "average"
+    model: torch.nn.Module, image_path: str | Path, output: str | Path, colours: GroupColours | str = "average"
 ) -> TokenSources:
     """Preprocess one image as timm does for ``model``, track its patches and write the picture (atomically).
 
@@ -209,7 +185,7 @@ def visualize_fusion(
     merged = int((tracked.size[0, plan.arch.num_prefix :, 0] > 1).sum())
     r_values = sorted(set(plan.r_schedule))
     r_text = str(r_values[0]) if len(r_values) == 1 else ",".join(map(str, plan.r_schedule))
-    modes = _mode_runs([step.mode.value for step in plan.blocks])
+    modes = _mode_runs([step.op.value for step in plan.blocks])
     legend = (
         f"{plan.arch.name}  r={r_text}  mode={plan.config.mode.value} ({modes})\n"
         f"left: input as the model sees it; right: {groups.size} patches -> {plan.tokens_out - plan.arch.num_prefix} "

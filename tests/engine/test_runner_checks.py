@@ -60,7 +60,7 @@ def test_without_tensorrt_the_runner_says_how_to_install_it(tmp_path, no_tensorr
 
 def test_latency_stats():
     stats = LatencyStats.from_samples([float(v) for v in range(1, 101)])
-    assert stats.iterations == 100 and stats.min_ms == 1.0
+    assert stats.samples == 100 and stats.min_ms == 1.0
     assert stats.median_ms == pytest.approx(50.5) and stats.p90_ms == pytest.approx(90.1)
     assert stats.p99_ms == pytest.approx(99.01) and stats.mean_ms == pytest.approx(50.5)
     with pytest.raises(ValueError):

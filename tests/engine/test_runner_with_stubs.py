@@ -80,7 +80,7 @@ def test_wrong_shape_and_wrong_input_names(cudart, tmp_path):
 def test_benchmark_times_each_execution_between_two_events(cudart, tmp_path):
     with EngineRunner(engine_file(tmp_path)) as runner:
         stats = runner.benchmark(np.zeros((1, 3, 8, 8), np.float32), warmup=3, iterations=7)
-    assert stats.iterations == 7 and stats.median_ms == pytest.approx(EVENT_TICK_MS)
+    assert stats.samples == 7 and stats.median_ms == pytest.approx(EVENT_TICK_MS)
     assert cudart.executions == 1 + 3 + 7  # the staging run, warm-up, timed runs
 
 
@@ -109,7 +109,7 @@ def test_run_command_classifies_an_image_with_the_sidecar_preprocessing(cudart, 
         logits = preprocess_image(image, (8, 8), PreprocessConfig.from_dict(preprocess)).reshape(-1)[:CLASSES]
     assert [entry["class"] for entry in data["top"]] == list(np.argsort(-logits, kind="stable")[:3])
     assert data["preprocess"]["mean"] == [0.5, 0.5, 0.5] and data["tensorrt_version"] == "10.99.0-stub"
-    assert data["latency_ms"]["iterations"] == 5 and data["first_run_ms"] == pytest.approx(EVENT_TICK_MS)
+    assert data["latency_ms"]["samples"] == 5 and data["first_run_ms"] == pytest.approx(EVENT_TICK_MS)
 
 
 def test_run_command_fills_a_static_batch_with_copies_of_the_image(cudart, tmp_path):

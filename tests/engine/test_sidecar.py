@@ -18,7 +18,8 @@ from tofu_edge.engine import (
     sidecar_path,
 )
 from tofu_edge.engine.backend import format_parser_error
-from tofu_edge.engine.build import _parse_failure, plugin_op_types
+from tofu_edge.engine.build import _parse_failure
+from tofu_edge.export.plugin_spec import plugin_op_types
 from tofu_edge.engine.preprocess import IMAGENET_MEAN, PreprocessConfig
 from tofu_edge.engine.sidecar import preprocess_for, resolve_profile
 from tofu_edge.errors import ConfigError

@@ -38,7 +38,7 @@ def test_writes_onnx_and_report_with_the_same_stem(fused_export):
     saved = json.loads(report.report_path.read_text())
     assert saved["parity"]["passed"] and saved["opset"] == 17 and saved["input_shape"] == [1, 3, 32, 32]
     assert saved["plan"]["blocks"][0]["tokens_in"] == 18 and saved["gmacs"] < saved["unfused_gmacs"]
-    assert set(saved["versions"]) >= {"tofu_edge", "torch", "timm", "onnx", "onnxruntime"}
+    assert set(saved["versions"]) >= {"tofu-edge", "torch", "timm", "onnx", "onnxruntime"}
 
 
 def test_parity_covers_random_flat_and_real_photos(fused_export):
@@ -279,7 +279,7 @@ def test_plugin_flavor_has_one_match_and_one_merge_node_per_fused_block(both_fla
     proto = onnx.load(both_flavors[0]["plugin"].onnx_path)
     custom = [n for n in proto.graph.node if n.domain == "ai.onnx.contrib"]
     assert [n.op_type for n in custom] == ["TofuMatch", "TofuMerge"] * 4
-    spec = json.loads(tofu_edge.ops.plugin.SPEC_PATH.read_text())
+    spec = json.loads(tofu_edge.export.plugin_spec.SPEC_PATH.read_text())
     for node in custom:
         attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         declared = spec["plugins"][node.op_type]
@@ -291,13 +291,13 @@ def test_plugin_flavor_has_one_match_and_one_merge_node_per_fused_block(both_fla
 
 
 def test_plugin_flavor_runs_in_onnxruntime_and_equals_the_portable_flavor(both_flavors):
-    from tofu_edge.export.onnx import cpu_session
+    from tofu_edge.export import ort_session
 
     reports, model = both_flavors
     assert reports["plugin"].parity.passed and reports["plugin"].flavor == "plugin"
     images = images_for(model, batch=1, seed=9).numpy()
-    portable = cpu_session(reports["portable"].onnx_path).run(None, {"images": images})[0]
-    plugin = cpu_session(reports["plugin"].onnx_path, "plugin").run(None, {"images": images})[0]
+    portable = ort_session(reports["portable"].onnx_path).run(None, {"images": images})[0]
+    plugin = ort_session(reports["plugin"].onnx_path).run(None, {"images": images})[0]
     np.testing.assert_allclose(plugin, portable, atol=1e-5, rtol=0)
 
 

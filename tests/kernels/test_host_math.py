@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tofu_edge.arch import max_reduction, split_sizes
-from tofu_edge.config import Mode
+from tofu_edge.config import StepOp
 from tofu_edge.ops import TokenMatch, fuse_tokens, match_tokens
 from tofu_edge.ops.match import EPS, cosine_scores, match_scores, split_starts
 from tofu_edge.ops.reference import reference_step
@@ -15,7 +15,7 @@ from tofu_edge.ops.reference import reference_step
 ATOL = 1e-5
 RTOL = 1e-5
 FP16_TOL = 2e-3  # output rounding to fp16 (half an ulp is 4.9e-4 relative); sums are fp32
-MODES = {Mode.PRUNE: 0, Mode.MEAN: 1, Mode.MLERP: 2}
+MODES = {StepOp.PRUNE: 0, StepOp.MEAN: 1, StepOp.MLERP: 2}
 BATCH = 2
 PREFIXES = [0, 1, 2, 5]
 PATCHES = [11, 12]  # N = P + patches: odd and even N for every prefix count
@@ -160,7 +160,7 @@ def test_merge_copies_every_group_of_one_bit_for_bit(host, mode):
     x_out, size_out = host.merge(x.numpy(), size.numpy(), order, dst_slot, MODES[mode])
     for b in range(BATCH):
         for slot in range(num_tokens - r):
-            if mode is Mode.PRUNE or slot not in dst_slot[b]:
+            if mode is StepOp.PRUNE or slot not in dst_slot[b]:
                 assert x_out[b, slot].tobytes() == x.numpy()[b, order[b, slot]].tobytes()
                 assert size_out[b, slot, 0] == size.numpy()[b, order[b, slot], 0]
 
@@ -170,7 +170,7 @@ def test_mlerp_keeps_the_largest_norm_of_the_group(host):
     x, size = random_tokens(num_tokens, seed=9)
     match = match_tokens(repeated_metric(num_tokens, seed=9, distinct=2), num_prefix, r)
     order, dst_slot = match.order.int().numpy(), match.dst_slot.int().numpy()
-    x_out, _ = host.merge(x.numpy(), size.numpy(), order, dst_slot, MODES[Mode.MLERP])
+    x_out, _ = host.merge(x.numpy(), size.numpy(), order, dst_slot, MODES[StepOp.MLERP])
     for b in range(BATCH):
         for slot in set(dst_slot[b].tolist()):
             members = [order[b, slot]] + [order[b, num_tokens - r + k] for k in np.flatnonzero(dst_slot[b] == slot)]
@@ -183,9 +183,9 @@ def test_mlerp_of_opposite_tokens_clamps_the_zero_average(host):
     x = np.array([[[1.0, 2.0], [-1.0, -2.0]]], np.float32)
     size = np.ones((1, 2, 1), np.float32)
     order, dst_slot = np.array([[1, 0]], np.int32), np.array([[0]], np.int32)
-    x_out, size_out = host.merge(x, size, order, dst_slot, MODES[Mode.MLERP])
+    x_out, size_out = host.merge(x, size, order, dst_slot, MODES[StepOp.MLERP])
     expected_x, expected_size = fuse_tokens(
-        torch.from_numpy(x), torch.from_numpy(size), as_match(order, dst_slot), Mode.MLERP
+        torch.from_numpy(x), torch.from_numpy(size), as_match(order, dst_slot), StepOp.MLERP
     )
     np.testing.assert_array_equal(x_out, expected_x.numpy())
     np.testing.assert_array_equal(size_out, [[[2.0]]])

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from tofu_edge.config import Mode
+from tofu_edge.config import StepOp
 from tofu_edge.ops import fuse_tokens, match_tokens
 from tofu_edge.ops.match import cosine_scores, match_scores
 
@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.trt]
 ATOL_FP32 = 1e-5
 RTOL_FP32 = 1e-5
 TOL_FP16 = 2e-3  # one rounding of the output to fp16; the kernels accumulate in fp32
-MODES = {Mode.PRUNE: 0, Mode.MEAN: 1, Mode.MLERP: 2}
+MODES = {StepOp.PRUNE: 0, StepOp.MEAN: 1, StepOp.MLERP: 2}
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 # (batch, num_tokens, num_prefix, r, channels): tiny, DeiT-S at r=13, |A| above the block size, registers.
 SHAPES = [(2, 17, 1, 4, 48), (8, 197, 1, 13, 384), (2, 577, 1, 200, 100), (3, 261, 5, 64, 130)]

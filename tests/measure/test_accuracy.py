@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 import tofu_edge
 from tofu_edge.cli import app
 from tofu_edge.errors import ConfigError, TofuError
-from tofu_edge.measure.accuracy import MetricAccumulator, pareto_front
+from tofu_edge.measure.accuracy import MetricAccumulator
+from tofu_edge.measure.plot import pareto_front
 from tofu_edge.measure.dataset import find_images
 
 MODEL = "deit_tiny_patch16_224"
@@ -152,7 +153,7 @@ def test_eval_sweep_prints_a_table_and_writes_a_pareto_png(dataset, tmp_path):
     result = run("eval", MODEL, dataset, "--img-size", IMG, "--sweep", "r=0,1", "--clamp", "--limit", 3, "--plot", plot)
     assert result.exit_code == 0, result.output
     rows = [line for line in result.stdout.splitlines() if line.startswith("│")]
-    assert [row.split("│")[1].strip() for row in rows] == ["unfused", "r=0 mlerp", "r=1 mlerp"]  # r=1: 5 -> 2 tokens
+    assert [row.split("│")[1].strip() for row in rows] == ["unfused", "mlerp r=1"]  # r=0 is the unfused model
     assert "3 images" in result.stdout and "tofu-edge bench" in result.stdout
     assert plot.read_bytes().startswith(PNG_SIGNATURE)
 
@@ -199,7 +200,7 @@ def test_unreadable_image_is_named(dataset, tmp_path):
     "extra, message",
     [
         (["--onnx", "model.onnx", "--sweep", "r=0,1"], "--onnx/--engine evaluate that file as it was fused"),
-        (["--sweep", "x=1"], "--sweep takes r=0,8,13 or keep=1,0.8,0.6"),
+        (["--sweep", "x=1"], "--sweep takes r=INT,INT,... or keep=FRACTION,FRACTION,..."),
         (["--r", "9"], "block 0: r=9 is more than it can remove"),
         (["--plot", "pareto.svg"], "--plot writes a PNG"),
     ],

@@ -4,12 +4,12 @@ import pytest
 import torch
 
 from tofu_edge.arch import max_reduction
-from tofu_edge.config import Mode
+from tofu_edge.config import StepOp
 from tofu_edge.ops import fuse_tokens, match_tokens
 from tofu_edge.ops.reference import reference_step
 
 ATOL = 1e-5
-STEP_MODES = [Mode.PRUNE, Mode.MEAN, Mode.MLERP]
+STEP_MODES = [StepOp.PRUNE, StepOp.MEAN, StepOp.MLERP]
 
 
 def vectorized(x, size, metric, num_prefix, r, mode):
@@ -48,21 +48,21 @@ def test_matches_reference(mode, num_prefix, num_tokens, r_kind, sized):
     assert got_x.shape == (3, num_tokens - r, 8)
     torch.testing.assert_close(got_x, want_x, atol=ATOL, rtol=0)
     if got_size is None:
-        assert mode is Mode.PRUNE and not sized
+        assert mode is StepOp.PRUNE and not sized
     else:
         torch.testing.assert_close(got_size, want_size)
 
 
 def test_prefix_tokens_stay_first_and_unchanged():
     x, size, metric = random_inputs(2, 21)
-    out, _ = vectorized(x, size, metric, 5, 8, Mode.MLERP)
+    out, _ = vectorized(x, size, metric, 5, 8, StepOp.MLERP)
     assert torch.equal(out[:, :5], x[:, :5])
 
 
 def test_mlerp_gives_merged_tokens_the_largest_norm_of_their_group():
     x, size, metric = random_inputs(2, 17, sized=False)
     match = match_tokens(metric, 1, 6)
-    out, new_size = fuse_tokens(x, None, match, Mode.MLERP)
+    out, new_size = fuse_tokens(x, None, match, StepOp.MLERP)
     for b in range(2):
         for slot in range(out.shape[1]):
             members = [int(match.order[b, slot])] + [
@@ -77,7 +77,7 @@ def test_mlerp_of_two_equal_norm_tokens_is_slerp_at_half():
     a, b = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
     x = torch.stack([b, a])[None] * 2.0  # position 0 = A, 1 = B; no prefix
     metric = x.clone()
-    out, _ = vectorized(x, None, metric, 0, 1, Mode.MLERP)
+    out, _ = vectorized(x, None, metric, 0, 1, StepOp.MLERP)
     torch.testing.assert_close(out[0, 0], torch.tensor([2.0, 2.0]) / 2**0.5 * 1.0)
 
 
@@ -108,7 +108,7 @@ def tome_weighted_average(x, size, metric, r):
 @pytest.mark.parametrize("num_tokens", [17, 18])
 def test_mean_mode_equals_tomes_weighted_average(num_tokens):
     x, size, metric = random_inputs(4, num_tokens, seed=7)
-    got_x, got_size = vectorized(x, size, metric, 1, 5, Mode.MEAN)
+    got_x, got_size = vectorized(x, size, metric, 1, 5, StepOp.MEAN)
     want_x, want_size = tome_weighted_average(x, size, metric, 5)
     torch.testing.assert_close(got_x, want_x, atol=ATOL, rtol=0)
     torch.testing.assert_close(got_size, want_size)
@@ -125,8 +125,8 @@ def test_ties_pick_the_lowest_indices():
 def test_all_tied_scores_give_the_same_result_every_run():
     x, size, _ = random_inputs(2, 17)
     metric = torch.ones(2, 17, 6)
-    first = vectorized(x, size, metric, 1, 7, Mode.MLERP)
+    first = vectorized(x, size, metric, 1, 7, StepOp.MLERP)
     for _ in range(5):
-        again = vectorized(x, size, metric, 1, 7, Mode.MLERP)
+        again = vectorized(x, size, metric, 1, 7, StepOp.MLERP)
         assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
-    torch.testing.assert_close(first[0], reference(x, size, metric, 1, 7, Mode.MLERP)[0], atol=ATOL, rtol=0)
+    torch.testing.assert_close(first[0], reference(x, size, metric, 1, 7, StepOp.MLERP)[0], atol=ATOL, rtol=0)

@@ -7,8 +7,8 @@ from timm.models.vision_transformer import Block, VisionTransformer
 import tofu_edge
 from tests.conftest import TINY, images_for, tiny_model
 from tofu_edge import FusionConfig, InputShapeError, UnsupportedModelError
-from tofu_edge.ops.reference import reference_forward
-from tofu_edge.patch.attention import attend
+from tofu_edge.patch.attention import mean_key, size_bias
+from tofu_edge.patch.reference import reference_forward
 
 ATOL = 1e-5
 
@@ -24,14 +24,30 @@ def test_r0_equals_the_unfused_model_exactly(family, fused_attn):
 
 
 @pytest.mark.parametrize("fused_attn", [True, False])
-def test_attend_equals_timm_attention_with_the_same_bias(family, fused_attn):
+def test_attention_residual_is_timm_attention_with_the_size_bias(family, fused_attn):
     model = tiny_model(family, fused_attn)
-    x = torch.randn(2, tofu_edge.describe_vit(model).num_tokens, model.embed_dim)
-    bias = torch.randn(2, 1, 1, x.shape[1])
-    attn = model.blocks[1].attn
+    tofu_edge.fuse(model, FusionConfig(r=[1, 1], mode="mean"))  # block 1 sees merged tokens: proportional attention
+    block = model.blocks[1]
+    num_tokens = block.tofu_step.tokens_in
+    x = torch.randn(2, num_tokens, model.embed_dim)
+    size = torch.randint(1, 4, (2, num_tokens, 1)).float()
+    bias = size.log().transpose(1, 2)[:, None]
     with torch.no_grad():
-        torch.testing.assert_close(attend(attn, x, bias)[0], attn(x, attn_mask=bias), atol=ATOL, rtol=0)
-        torch.testing.assert_close(attend(attn, x, None)[0], attn(x), atol=ATOL, rtol=0)
+        want = x + block.ls1(block.attn(block.norm1(x), attn_mask=bias))
+        got, metric = block.attention_residual(x, size)
+        torch.testing.assert_close(got, want, atol=ATOL, rtol=0)
+        torch.testing.assert_close(size_bias(size), bias, atol=0, rtol=0)
+    assert metric.shape == (2, num_tokens, block.attn.head_dim)
+
+
+def test_mean_key_is_the_keys_averaged_over_heads(family):
+    model = tiny_model(family)
+    attn = model.blocks[1].attn
+    x = torch.randn(2, tofu_edge.describe_vit(model).num_tokens, model.embed_dim)
+    with torch.no_grad():
+        qkv = attn.qkv(x).reshape(*x.shape[:2], 3, attn.num_heads, attn.head_dim)
+        want = attn.k_norm(qkv[:, :, 1].transpose(1, 2)).mean(dim=1)  # [B, N, D], timm's own keys
+        torch.testing.assert_close(mean_key(attn, x), want, atol=ATOL, rtol=0)
 
 
 @pytest.mark.parametrize("mode", ["tofu", "mlerp", "mean", "prune"])
@@ -43,7 +59,7 @@ def test_fused_model_matches_the_reference(family, mode):
     with torch.no_grad():
         tofu_edge.fuse(model, config)
         got = model(images)
-        want = reference_forward(model, model.tofu_plan, images)
+        want = reference_forward(model, images)
     torch.testing.assert_close(got, want, atol=ATOL, rtol=0)
 
 
@@ -52,7 +68,7 @@ def test_fused_model_without_proportional_attention_matches_the_reference():
     images = images_for(model)
     with torch.no_grad():
         tofu_edge.fuse(model, FusionConfig(r=3, mode="mean", prop_attn=False))
-        torch.testing.assert_close(model(images), reference_forward(model, model.tofu_plan, images), atol=ATOL, rtol=0)
+        torch.testing.assert_close(model(images), reference_forward(model, images), atol=ATOL, rtol=0)
 
 
 def test_r_at_the_limit_of_every_block_runs():
@@ -157,4 +173,4 @@ def test_all_constant_image_ties_every_score_and_gives_the_same_result_every_run
     with torch.no_grad():
         first = model(flat)
         assert all(torch.equal(first, model(flat)) for _ in range(3))
-        torch.testing.assert_close(first, reference_forward(model, model.tofu_plan, flat), atol=ATOL, rtol=0)
+        torch.testing.assert_close(first, reference_forward(model, flat), atol=ATOL, rtol=0)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Callable, Iterator
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -14,51 +13,22 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from tofu_edge.choices import Backend, Device, OrtProvider
 from tofu_edge.cli.build import PluginsOption
-from tofu_edge.cli.options import (
-    ClampOption,
-    ImgSizeOption,
-    InflectionOption,
-    KeepOption,
-    ModeOption,
-    PropAttnOption,
-    ROption,
-    SwitchOption,
-    fusion_config,
-)
-from tofu_edge.config import DEFAULT_MODE, FusionConfig
+from tofu_edge.cli.options import NO_FUSION_OPTIONS, CheckpointOption, FusionOptions, ImgSizeOption, with_fusion_options
 from tofu_edge.errors import ConfigError
 from tofu_edge.files import atomic_outputs, check_writable
-from tofu_edge.measure.bench import ENGINE_SUFFIXES, BenchResult, Timing, Variant, bench_files, bench_model, parse_sweep
+from tofu_edge.measure.bench import ENGINE_SUFFIXES, BenchResult, Timing, bench_files
 from tofu_edge.measure.plot import plot_sweep
+from tofu_edge.measure.variants import Variant, parse_sweep, variant_name
 
-__all__ = ["bench_command", "render_bench", "Backend", "Device", "OrtProvider"]
+__all__ = ["bench_command", "render_bench"]
 
 MODEL_FILE_SUFFIXES = (".onnx", *ENGINE_SUFFIXES)
 PIPE_WIDTH = 160  # columns of the table when stdout is not a terminal (rich would squeeze it into 80)
 
 
-class Backend(str, Enum):
-    """Where a model name is run."""
-
-    TORCH = "torch"
-    ONNXRUNTIME = "onnxruntime"
-    TENSORRT = "tensorrt"
-
-
-class Device(str, Enum):
-    CPU = "cpu"
-    CUDA = "cuda"
-
-
-class OrtProvider(str, Enum):
-    """onnxruntime execution providers."""
-
-    CPU = "cpu"
-    CUDA = "cuda"
-    TENSORRT = "tensorrt"
-
-
+@with_fusion_options
 def bench_command(
     model: Annotated[
         str,
@@ -71,13 +41,7 @@ def bench_command(
         Backend | None,
         typer.Option(help="For a model name: eager torch, onnxruntime (exported) or tensorrt (built). Default torch."),
     ] = None,
-    r: ROption = "0",
-    mode: ModeOption = DEFAULT_MODE,
-    switch: SwitchOption = None,
-    inflection: InflectionOption = 0.0,
-    keep: KeepOption = None,
-    clamp: ClampOption = False,
-    prop_attn: PropAttnOption = True,
+    fusion: FusionOptions = NO_FUSION_OPTIONS,
     img_size: ImgSizeOption = None,
     sweep: Annotated[
         str | None,
@@ -97,9 +61,7 @@ def bench_command(
     seconds: Annotated[
         float | None, typer.Option(help="Time budget instead of --iterations.", min=0.001, show_default=False)
     ] = None,
-    checkpoint: Annotated[
-        Path | None, typer.Option(help="Weights: .safetensors or a torch state dict.", show_default=False)
-    ] = None,
+    checkpoint: CheckpointOption = None,
     device: Annotated[Device, typer.Option(help="torch device; for onnxruntime the default provider.")] = Device.CPU,
     ort_provider: Annotated[
         OrtProvider | None,
@@ -109,6 +71,9 @@ def bench_command(
         bool, typer.Option(help="Let onnxruntime's idle threads spin (off: it slows small CPUs, benchmarks/README).")
     ] = False,
     fp16: Annotated[bool, typer.Option(help="TensorRT: allow fp16 kernels when building engines.")] = False,
+    compile: Annotated[
+        bool, typer.Option("--compile", help="torch backend: time torch.compile'd fused and unfused models.")
+    ] = False,
     baseline: Annotated[
         Path | None, typer.Option(help="With a file MODEL: a baseline file timed beside it.", show_default=False)
     ] = None,
@@ -138,10 +103,9 @@ def bench_command(
     """
     timing = Timing(warmup, None if seconds else iterations, seconds, threads, ort_spinning)
     is_file = model.endswith(MODEL_FILE_SUFFIXES) or Path(model).is_file()
-    base = fusion_config(r, mode, switch, inflection, keep, clamp, prop_attn)
-    if sweep is not None and (r != "0" or keep is not None):
+    if sweep is not None and fusion.schedule_given:
         raise ConfigError("give --sweep or --r/--keep, not both")
-    if is_file and (sweep is not None or r != "0" or keep is not None):
+    if is_file and (sweep is not None or fusion.schedule_given):
         raise ConfigError(f"{model} is a model file: it is timed as it is, without --r, --keep or --sweep")
     if not is_file and baseline is not None:
         raise ConfigError("--baseline takes a file, for a file MODEL; a model name is timed against its unfused self")
@@ -150,9 +114,10 @@ def bench_command(
     file_backend = "onnxruntime" if model.endswith(".onnx") else "tensorrt"
     if is_file and backend is not None and backend.value != file_backend:
         raise ConfigError(f"{model} runs in {file_backend}, not {backend.value}")
-    variants = parse_sweep(sweep, base) if sweep else [Variant("unfused")]
-    if sweep is None and (base.r != 0 or base.keep is not None):
-        variants.append(Variant(_variant_name(base), base))
+    base = fusion.config()
+    variants = parse_sweep(sweep, base) if sweep else [Variant(variant_name(None))]
+    if sweep is None and fusion.schedule_given:
+        variants.append(Variant(variant_name(base), base))
     for path in (output, plot):
         if path is not None:
             check_writable(path)
@@ -162,24 +127,27 @@ def bench_command(
             result = bench_files(
                 model,
                 baseline=baseline,
-                device=device.value,
+                device=device,
                 batch=batch,
                 timing=timing,
-                ort_provider=ort_provider.value if ort_provider else None,
+                ort_provider=ort_provider,
                 plugins=plugins or (),
                 progress=report,
             )
         else:
+            from tofu_edge.measure.bench import bench_model
+
             result = bench_model(
                 model,
                 variants,
-                backend=(backend or Backend.TORCH).value,
-                device=device.value,
-                ort_provider=ort_provider.value if ort_provider else None,
+                backend=backend or Backend.TORCH,
+                device=device,
+                ort_provider=ort_provider,
                 batch=batch,
                 img_size=img_size,
                 checkpoint=checkpoint,
                 fp16=fp16,
+                compile=compile,
                 timing=timing,
                 progress=report,
             )
@@ -247,14 +215,6 @@ def _schedule(rs: list[int] | None) -> str:
     if len(set(rs)) == 1:
         return str(rs[0])
     return ",".join(map(str, rs))
-
-
-def _variant_name(config: FusionConfig) -> str:
-    """``tofu r=13``, ``tofu r=16,16,8`` or ``mean keep=0.6``."""
-    if config.keep is not None:
-        return f"{config.mode.value} keep={config.keep}"
-    r = config.r if isinstance(config.r, int) else ",".join(map(str, config.r))
-    return f"{config.mode.value} r={r}"
 
 
 @contextlib.contextmanager

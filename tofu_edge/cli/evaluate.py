@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -14,42 +13,32 @@ from rich.table import Table
 
 from tofu_edge.cli.build import PluginsOption
 from tofu_edge.cli.options import (
-    ClampOption,
+    NO_FUSION_OPTIONS,
+    CheckpointOption,
+    FusionOptions,
     ImgSizeOption,
-    InflectionOption,
-    KeepOption,
     ModelArg,
-    ModeOption,
-    PropAttnOption,
-    ROption,
-    SwitchOption,
-    fusion_config,
-    parse_r,
+    with_fusion_options,
 )
-from tofu_edge.config import DEFAULT_MODE, FusionConfig
 from tofu_edge.errors import ConfigError
 from tofu_edge.files import check_writable
-from tofu_edge.measure.accuracy import THROUGHPUT_NOTE, EvalReport, evaluate, plot_pareto
+from tofu_edge.measure.variants import parse_sweep
 
-__all__ = ["eval_command", "render_eval", "sweep_configs"]
+if TYPE_CHECKING:
+    from tofu_edge.measure.accuracy import EvalReport
+
+__all__ = ["eval_command", "render_eval"]
 
 
+@with_fusion_options
 def eval_command(
     model: ModelArg,
     data_dir: Annotated[
         Path, typer.Argument(help="ImageFolder dataset: one subfolder per class, sorted names = class indices.")
     ],
-    r: ROption = "0",
-    mode: ModeOption = DEFAULT_MODE,
-    switch: SwitchOption = None,
-    inflection: InflectionOption = 0.0,
-    keep: KeepOption = None,
-    clamp: ClampOption = False,
-    prop_attn: PropAttnOption = True,
+    fusion: FusionOptions = NO_FUSION_OPTIONS,
     img_size: ImgSizeOption = None,
-    checkpoint: Annotated[
-        Path | None, typer.Option(help="Weights: .safetensors or a torch state dict.", show_default=False)
-    ] = None,
+    checkpoint: CheckpointOption = None,
     limit: Annotated[
         int | None, typer.Option(help="Evaluate at most N images (spread over the classes).", show_default=False)
     ] = None,
@@ -57,7 +46,7 @@ def eval_command(
     sweep: Annotated[
         str | None,
         typer.Option(
-            help="Evaluate several fusions: r=0,8,13 (constant r each) or keep=1,0.8,0.6; other options are shared.",
+            help="Evaluate several fusions: r=8,13 (constant r each) or keep=0.8,0.6; other options are shared.",
             show_default=False,
         ),
     ] = None,
@@ -86,14 +75,20 @@ def eval_command(
 
     Example: tofu-edge eval deit_small_patch16_224 val/ --checkpoint w.safetensors --sweep r=0,8,13 --plot pareto.png
     """
+    from tofu_edge.measure.accuracy import evaluate
+    from tofu_edge.measure.plot import plot_pareto
+
     files = onnx is not None or engine is not None
-    if files and (sweep is not None or r != "0" or keep is not None):
+    if files and (sweep is not None or fusion.schedule_given):
         raise ConfigError("--onnx/--engine evaluate that file as it was fused; leave out --r, --keep and --sweep")
+    if sweep is not None and fusion.schedule_given:
+        raise ConfigError("give --sweep or --r/--keep, not both")
     if files:
-        configs: list[FusionConfig] = []
+        configs = []
+    elif sweep is not None:
+        configs = [variant.config for variant in parse_sweep(sweep, fusion.config()) if variant.config is not None]
     else:
-        base = fusion_config(r, mode, switch, inflection, keep, clamp, prop_attn)
-        configs = sweep_configs(sweep, base) if sweep is not None else [base]
+        configs = [fusion.config()]
     if plot is not None and plot.suffix.lower() != ".png":
         raise ConfigError(f"--plot writes a PNG; give a .png name, got {plot}")
     if plot is not None:
@@ -126,27 +121,10 @@ def eval_command(
         render_eval(report, Console(), plot)
 
 
-def sweep_configs(text: str, base: FusionConfig) -> list[FusionConfig]:
-    """``"r=0,8,13"`` -> three configs with ``r`` 0, 8, 13; ``"keep=1,0.8"`` likewise for ``keep``.
-
-    Raises:
-        ConfigError: not ``r=...`` or ``keep=...`` with numbers.
-    """
-    key, _, values = text.partition("=")
-    key = key.strip()
-    parts = [p.strip() for p in values.split(",") if p.strip()]
-    if key not in ("r", "keep") or not parts:
-        raise ConfigError(f"--sweep takes r=0,8,13 or keep=1,0.8,0.6, got {text!r}")
-    try:
-        if key == "r":
-            return [dataclasses.replace(base, r=parse_r(p), keep=None) for p in parts]
-        return [dataclasses.replace(base, r=0, keep=float(p)) for p in parts]
-    except ValueError as error:
-        raise ConfigError(f"--sweep {text!r}: {error}") from None
-
-
 def render_eval(report: EvalReport, console: Console, plot: Path | None = None) -> None:
     """Print the table of variants, then a line on the throughput figure and the plot."""
+    from tofu_edge.measure.accuracy import THROUGHPUT_NOTE
+
     reference = report.variants[0].metrics
     console.print(
         f"{report.model} {list(report.input_shape)} on {reference.images} images of {report.data_dir} "

@@ -3,53 +3,36 @@
 from __future__ import annotations
 
 import json
-from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from tofu_edge.choices import Flavor
 from tofu_edge.cli.options import (
-    ClampOption,
+    NO_FUSION_OPTIONS,
+    CheckpointOption,
+    FusionOptions,
     ImgSizeOption,
-    InflectionOption,
-    KeepOption,
     ModelArg,
-    ModeOption,
-    PropAttnOption,
-    ROption,
-    SwitchOption,
-    fusion_config,
+    with_fusion_options,
 )
-from tofu_edge.config import DEFAULT_MODE
-from tofu_edge.export import ExportReport, ParityTolerance, export_onnx
 
-__all__ = ["export_command", "render_export", "Flavor"]
+if TYPE_CHECKING:
+    from tofu_edge.export import ExportReport
 
-
-class Flavor(str, Enum):
-    """ONNX flavours (DESIGN.md §3)."""
-
-    PORTABLE = "portable"
-    PLUGIN = "plugin"
+__all__ = ["export_command", "render_export"]
 
 
+@with_fusion_options
 def export_command(
     model: ModelArg,
     output: Annotated[Path, typer.Option("--output", "-o", help="The .onnx file to write (report: same stem, .json).")],
-    r: ROption = "0",
-    mode: ModeOption = DEFAULT_MODE,
-    switch: SwitchOption = None,
-    inflection: InflectionOption = 0.0,
-    keep: KeepOption = None,
-    clamp: ClampOption = False,
-    prop_attn: PropAttnOption = True,
+    fusion: FusionOptions = NO_FUSION_OPTIONS,
     img_size: ImgSizeOption = None,
-    checkpoint: Annotated[
-        Path | None, typer.Option(help="Weights: .safetensors or a torch state dict.", show_default=False)
-    ] = None,
+    checkpoint: CheckpointOption = None,
     pretrained: Annotated[bool, typer.Option(help="timm's hub weights (needs a network).")] = False,
     batch: Annotated[int, typer.Option(help="Static batch size (the example batch with --dynamic-batch).")] = 1,
     dynamic_batch: Annotated[bool, typer.Option(help="Leave the batch axis dynamic.")] = False,
@@ -73,10 +56,12 @@ def export_command(
 
     Example: tofu-edge export deit_small_patch16_224 --r 13 --mode tofu --output out/deit_s_r13.onnx
     """
+    from tofu_edge.export import ParityTolerance, export_onnx
+
     report = export_onnx(
         model,
         output,
-        fusion_config(r, mode, switch, inflection, keep, clamp, prop_attn),
+        fusion.config(),
         img_size=img_size,
         checkpoint=checkpoint,
         pretrained=pretrained,
@@ -85,7 +70,7 @@ def export_command(
         opset=opset,
         parity_images=parity_images,
         tolerance=ParityTolerance(min_cosine=min_cosine, min_top1_agreement=min_top1),
-        flavor=flavor.value,
+        flavor=flavor,
     )
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
@@ -98,7 +83,8 @@ def render_export(report: ExportReport, console: Console) -> None:
     plan = report.plan
     console.print(f"wrote {report.onnx_path} and {report.report_path} in {report.seconds['total']:.1f} s")
     console.print(
-        f"{report.model} {list(report.input_shape)}, {report.flavor} opset {report.opset}, r={list(plan.r_schedule)}, "
+        f"{report.model} {list(report.input_shape)}, {report.flavor.value} opset {report.opset}, "
+        f"r={list(plan.r_schedule)}, "
         f"{plan.config.mode.value}: {plan.macs / 1e9:.3f} GMACs vs {plan.unfused_macs / 1e9:.3f} unfused "
         f"(ideal speed-up {plan.unfused_macs / plan.macs:.2f}x)"
     )

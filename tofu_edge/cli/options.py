@@ -1,53 +1,157 @@
-"""Options shared by several commands, and their parsing into a `FusionConfig`."""
+"""Options shared by several commands, declared once: the fusion options (``--r``, ``--mode``, ``--switch``, ...)
+that `with_fusion_options` adds to a command, and the model argument, image size and checkpoint options."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
-from tofu_edge.config import FusionConfig, Mode
+from tofu_edge.config import DEFAULT_MODE, FusionConfig, Mode
 from tofu_edge.errors import ConfigError
 
 __all__ = [
     "ModelArg",
-    "ROption",
-    "ModeOption",
-    "SwitchOption",
-    "InflectionOption",
-    "KeepOption",
-    "ClampOption",
-    "PropAttnOption",
     "ImgSizeOption",
-    "fusion_config",
+    "CheckpointOption",
+    "FusionOptions",
+    "NO_FUSION_OPTIONS",
+    "with_fusion_options",
     "parse_r",
 ]
 
 ModelArg = Annotated[str, typer.Argument(help="timm model name, e.g. deit_small_patch16_224.", show_default=False)]
-ROption = Annotated[
-    str, typer.Option("--r", "-r", help="Tokens removed per block: one int for every block, or a comma list per block.")
-]
-ModeOption = Annotated[
-    Mode,
-    typer.Option(
-        help="mlerp (default), mean (ToMe) or prune in every block; tofu = prune below --switch, MLERP from it."
-    ),
-]
-SwitchOption = Annotated[
-    int | None, typer.Option(help="First MLERP block in tofu mode (default 1; see calibrate).", show_default=False)
-]
-InflectionOption = Annotated[float, typer.Option(help="ToMe's schedule shape for a constant r: <0 decreasing.")]
-KeepOption = Annotated[
-    float | None,
-    typer.Option(
-        help="Target fraction of the unfused MACs, solved into per-block r (instead of --r).", show_default=False
-    ),
-]
-ClampOption = Annotated[bool, typer.Option(help="Cap r at what each block can remove instead of failing.")]
-PropAttnOption = Annotated[bool, typer.Option(help="Proportional attention: add log(size) to the logits.")]
 ImgSizeOption = Annotated[
     int | None, typer.Option(help="Square input size (default: the model's own).", show_default=False)
 ]
+CheckpointOption = Annotated[
+    Path | None, typer.Option(help="Weights: .safetensors or a torch state dict.", show_default=False)
+]
+
+
+@dataclass(frozen=True)
+class FusionOptions:
+    """The fusion options as the user gave them; ``r`` is ``None`` when ``--r`` was not given."""
+
+    r: str | None = None
+    mode: Mode = DEFAULT_MODE
+    switch: int | None = None
+    inflection: float = 0.0
+    keep: float | None = None
+    clamp: bool = False
+    prop_attn: bool = True
+
+    @property
+    def schedule_given(self) -> bool:
+        """Whether ``--r`` or ``--keep`` was given."""
+        return self.r is not None or self.keep is not None
+
+    def config(self) -> FusionConfig:
+        """The `FusionConfig` these options describe (no ``--r`` and no ``--keep``: ``r=0``, nothing fused).
+
+        Raises:
+            ConfigError: a malformed ``--r`` or conflicting options (the library's own checks).
+        """
+        if self.r is not None and self.keep is not None:
+            raise ConfigError("give either --keep (a MACs target) or --r (a token schedule), not both")
+        return FusionConfig(
+            r=0 if self.r is None else parse_r(self.r),
+            mode=self.mode,
+            switch=self.switch,
+            prop_attn=self.prop_attn,
+            inflection=self.inflection,
+            keep=self.keep,
+            clamp=self.clamp,
+        )
+
+
+NO_FUSION_OPTIONS = FusionOptions()  # the placeholder default of a command's ``fusion`` parameter
+
+_FUSION_PARAMETERS = [
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+    for name, annotation, default in (
+        (
+            "r",
+            Annotated[
+                str | None,
+                typer.Option(
+                    "--r",
+                    "-r",
+                    help="Tokens removed per block: one int for every block, or a comma list per block.",
+                    show_default=False,
+                ),
+            ],
+            None,
+        ),
+        (
+            "mode",
+            Annotated[
+                Mode,
+                typer.Option(
+                    help="mlerp (default), mean (ToMe) or prune in every block; tofu = prune below --switch, MLERP "
+                    "from it."
+                ),
+            ],
+            DEFAULT_MODE,
+        ),
+        (
+            "switch",
+            Annotated[
+                int | None,
+                typer.Option(help="First MLERP block in tofu mode (default 1; see calibrate).", show_default=False),
+            ],
+            None,
+        ),
+        (
+            "inflection",
+            Annotated[float, typer.Option(help="ToMe's schedule shape for a constant r: <0 decreasing.")],
+            0.0,
+        ),
+        (
+            "keep",
+            Annotated[
+                float | None,
+                typer.Option(
+                    help="Target fraction of the unfused MACs, solved into per-block r (instead of --r).",
+                    show_default=False,
+                ),
+            ],
+            None,
+        ),
+        ("clamp", Annotated[bool, typer.Option(help="Cap r at what each block can remove instead of failing.")], False),
+        (
+            "prop_attn",
+            Annotated[bool, typer.Option(help="Proportional attention: add log(size) to the logits.")],
+            True,
+        ),
+    )
+]
+
+
+def with_fusion_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a command the fusion options, declared here once; it receives them as ``fusion: FusionOptions``.
+
+    The command declares ``fusion: FusionOptions = NO_FUSION_OPTIONS`` where the options should appear in
+    ``--help``; the wrapper that typer sees has the options themselves in its place.
+    """
+    signature = inspect.signature(command, eval_str=True)
+    own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in signature.parameters.values()]
+    at = [p.name for p in own].index("fusion")
+    names = [p.name for p in _FUSION_PARAMETERS]
+
+    def wrapper(**kwargs: Any) -> Any:  # typer passes every parameter by keyword
+        fusion = FusionOptions(**{name: kwargs.pop(name) for name in names})
+        return command(fusion=fusion, **kwargs)
+
+    wrapper.__name__, wrapper.__qualname__, wrapper.__doc__ = command.__name__, command.__qualname__, command.__doc__
+    wrapper.__module__ = command.__module__
+    wrapper.__signature__ = signature.replace(parameters=[*own[:at], *_FUSION_PARAMETERS, *own[at + 1 :]])
+    wrapper.__annotations__ = {p.name: p.annotation for p in wrapper.__signature__.parameters.values()}
+    return wrapper
 
 
 def parse_r(text: str) -> int | tuple[int, ...]:
@@ -62,18 +166,3 @@ def parse_r(text: str) -> int | tuple[int, ...]:
     except ValueError:
         raise ConfigError(f"--r takes an int or a comma list of ints, got {text!r}") from None
     return values[0] if len(values) == 1 else values
-
-
-def fusion_config(
-    r: str, mode: Mode, switch: int | None, inflection: float, keep: float | None, clamp: bool, prop_attn: bool
-) -> FusionConfig:
-    """The `FusionConfig` the shared options describe (``--keep`` replaces ``--r``)."""
-    return FusionConfig(
-        r=0 if keep is not None else parse_r(r),
-        mode=mode,
-        switch=switch,
-        prop_attn=prop_attn,
-        inflection=inflection,
-        keep=keep,
-        clamp=clamp,
-    )

@@ -9,35 +9,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tofu_edge.cli.options import (
-    ClampOption,
-    ImgSizeOption,
-    InflectionOption,
-    KeepOption,
-    ModelArg,
-    ModeOption,
-    PropAttnOption,
-    ROption,
-    SwitchOption,
-    fusion_config,
-)
-from tofu_edge.config import DEFAULT_MODE
-from tofu_edge.models import create_model
-from tofu_edge.patch import describe_vit
+from tofu_edge.cli.options import NO_FUSION_OPTIONS, FusionOptions, ImgSizeOption, ModelArg, with_fusion_options
 from tofu_edge.plan import FusionPlan, resolve_plan
 
 __all__ = ["plan_command", "render_plan"]
 
 
+@with_fusion_options
 def plan_command(
     model: ModelArg,
-    r: ROption = "0",
-    mode: ModeOption = DEFAULT_MODE,
-    switch: SwitchOption = None,
-    inflection: InflectionOption = 0.0,
-    keep: KeepOption = None,
-    clamp: ClampOption = False,
-    prop_attn: PropAttnOption = True,
+    fusion: FusionOptions = NO_FUSION_OPTIONS,
     img_size: ImgSizeOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
 ) -> None:
@@ -45,8 +26,10 @@ def plan_command(
 
     Example: tofu-edge plan deit_small_patch16_224 --r 13 --mode tofu
     """
-    config = fusion_config(r, mode, switch, inflection, keep, clamp, prop_attn)
-    plan = resolve_plan(config, describe_vit(create_model(model, img_size=img_size)))
+    from tofu_edge.models import create_model
+    from tofu_edge.patch import describe_vit
+
+    plan = resolve_plan(fusion.config(), describe_vit(create_model(model, img_size=img_size)))
     if as_json:
         typer.echo(json.dumps(plan.to_dict(), indent=2))
     else:
@@ -59,7 +42,7 @@ def render_plan(plan: FusionPlan, console: Console) -> None:
     for column in ("block", "tokens in", "r", "mode", "tokens out", "GMACs"):
         table.add_column(column, justify="left" if column == "mode" else "right")
     for block in plan.blocks:
-        mode = block.mode.value if block.r else "-"
+        mode = block.op.value if block.r else "-"
         table.add_row(
             str(block.index), str(block.tokens_in), str(block.r), mode, str(block.tokens_out), f"{block.macs / 1e9:.3f}"
         )

@@ -53,6 +53,6 @@ def render_classification(result: Classification) -> str:
     lines += [f"{rank:>4}  {index:>5}  {probability:.4f}" for rank, (index, probability) in enumerate(result.top, 1)]
     lines.append(
         f"latency: median {stats.median_ms:.3f} ms, p90 {stats.p90_ms:.3f} ms, p99 {stats.p99_ms:.3f} ms over "
-        f"{stats.iterations} runs (execute_async_v3, CUDA events); first run with copies {result.first_run_ms:.3f} ms"
+        f"{stats.samples} runs (execute_async_v3, CUDA events); first run with copies {result.first_run_ms:.3f} ms"
     )
     return "\n".join(lines)

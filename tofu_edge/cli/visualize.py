@@ -2,60 +2,38 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from tofu_edge.checkpoint import load_checkpoint
+from tofu_edge.choices import GroupColours
 from tofu_edge.cli.options import (
-    ClampOption,
+    NO_FUSION_OPTIONS,
+    CheckpointOption,
+    FusionOptions,
     ImgSizeOption,
-    InflectionOption,
-    KeepOption,
     ModelArg,
-    ModeOption,
-    PropAttnOption,
-    ROption,
-    SwitchOption,
-    fusion_config,
+    with_fusion_options,
 )
-from tofu_edge.config import DEFAULT_MODE
 from tofu_edge.errors import ConfigError
-from tofu_edge.models import create_model
-from tofu_edge.patch import fuse
-from tofu_edge.visualize import visualize_fusion
 
-__all__ = ["visualize_command", "Colours"]
+__all__ = ["visualize_command"]
 
 
-class Colours(str, Enum):
-    """How token groups are painted."""
-
-    AVERAGE = "average"
-    RANDOM = "random"
-
-
+@with_fusion_options
 def visualize_command(
     model: ModelArg,
     image: Annotated[Path, typer.Argument(help="A photograph (JPEG, PNG, ...).", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="The .png to write.")],
-    r: ROption = "0",
-    mode: ModeOption = DEFAULT_MODE,
-    switch: SwitchOption = None,
-    inflection: InflectionOption = 0.0,
-    keep: KeepOption = None,
-    clamp: ClampOption = False,
-    prop_attn: PropAttnOption = True,
+    fusion: FusionOptions = NO_FUSION_OPTIONS,
     img_size: ImgSizeOption = None,
-    checkpoint: Annotated[
-        Path | None, typer.Option(help="Weights: .safetensors or a torch state dict.", show_default=False)
-    ] = None,
+    checkpoint: CheckpointOption = None,
     pretrained: Annotated[bool, typer.Option(help="timm's hub weights (needs a network).")] = False,
     colours: Annotated[
-        Colours, typer.Option(help="average: each group's mean colour (ToMe); random: one random colour per group.")
-    ] = Colours.AVERAGE,
+        GroupColours,
+        typer.Option(help="average: each group's mean colour (ToMe); random: one random colour per group."),
+    ] = GroupColours.AVERAGE,
 ) -> None:
     """Draw which original patches were merged into each final token, and which were pruned (as ToMe draws it).
 
@@ -67,12 +45,17 @@ def visualize_command(
     """
     if output.suffix.lower() != ".png":
         raise ConfigError(f"--output writes a PNG; give a .png name, got {output}")
-    config = fusion_config(r, mode, switch, inflection, keep, clamp, prop_attn)
+    from tofu_edge.checkpoint import load_checkpoint
+    from tofu_edge.models import create_model
+    from tofu_edge.patch import fuse
+    from tofu_edge.visualize import visualize_fusion
+
+    config = fusion.config()
     module = create_model(model, img_size=img_size, pretrained=pretrained)
     if checkpoint is not None:
         load_checkpoint(module, checkpoint)
     fuse(module, config)
-    tracked = visualize_fusion(module, image, output, colours.value)
+    tracked = visualize_fusion(module, image, output, colours)
     groups = int((tracked.size[0, module.num_prefix_tokens :, 0] > 1).sum())
     pruned = int(tracked.pruned[0].sum())
     typer.echo(

@@ -10,8 +10,17 @@ from tofu_edge.engine.backend import EngineError
 from tofu_edge.engine.build import BuildReport, build_engine
 from tofu_edge.engine.classify import Classification, classify_image
 from tofu_edge.engine.preprocess import PreprocessConfig, load_input, preprocess_image, top_k
-from tofu_edge.engine.runner import EngineRunner, LatencyStats, RunResult, check_input_shape
-from tofu_edge.engine.sidecar import BatchProfile, TensorSpec, inspect_onnx, read_sidecar, sidecar_path
+from tofu_edge.engine.runner import EngineRunner, RunResult
+from tofu_edge.engine.sidecar import (
+    BatchProfile,
+    TensorSpec,
+    check_input_shape,
+    inspect_onnx,
+    read_sidecar,
+    sidecar_path,
+)
+from tofu_edge.engine.tensorrt_rtx import TensorRTCheck, check_with_tensorrt_rtx, tensorrt_rtx_available
+from tofu_edge.stats import LatencyStats
 
 __all__ = [
     "build_engine",
@@ -32,4 +41,7 @@ __all__ = [
     "preprocess_image",
     "load_input",
     "top_k",
+    "check_with_tensorrt_rtx",
+    "tensorrt_rtx_available",
+    "TensorRTCheck",
 ]

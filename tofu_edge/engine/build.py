@@ -31,14 +31,14 @@ from tofu_edge.engine.sidecar import (
     sidecar_path,
 )
 from tofu_edge.errors import ConfigError
+from tofu_edge.export.plugin_spec import plugin_op_types
 from tofu_edge.files import atomic_outputs, check_writable
 
-__all__ = ["BuildReport", "build_engine", "plugin_op_types"]
+__all__ = ["BuildReport", "build_engine"]
 
 _log = logging.getLogger(__name__)
 
 MIB = 1 << 20
-_PLUGIN_SPECS = Path(__file__).resolve().parent.parent / "export" / "plugin_specs.json"
 
 
 @dataclass(frozen=True)
@@ -217,14 +217,6 @@ def build_engine(
         if cache is not None:
             temps[2].write_bytes(memoryview(cache.serialize()))
     return report
-
-
-def plugin_op_types() -> set[str]:
-    """The ``op_type`` of every tofu-edge plugin node (from ``tofu_edge/export/plugin_specs.json``)."""
-    try:
-        return set(json.loads(_PLUGIN_SPECS.read_text())["plugins"])
-    except (OSError, json.JSONDecodeError, KeyError):
-        return set()
 
 
 def _check_fast_fp16(trt: ModuleType, builder: Any) -> None:

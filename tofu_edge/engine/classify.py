@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from tofu_edge.engine.preprocess import PreprocessConfig, load_input, top_k
-from tofu_edge.engine.runner import EngineRunner, LatencyStats
+from tofu_edge.engine.runner import EngineRunner
+from tofu_edge.stats import LatencyStats
 
 __all__ = ["Classification", "classify_image"]
 

@@ -6,7 +6,7 @@ import ctypes
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -22,36 +22,13 @@ from tofu_edge.engine.backend import (
     load_plugins,
     recording_logger,
 )
-from tofu_edge.engine.sidecar import BatchProfile, TensorSpec, read_sidecar
+from tofu_edge.engine.sidecar import BatchProfile, TensorSpec, check_input_shape, read_sidecar
 from tofu_edge.errors import InputShapeError
+from tofu_edge.stats import LatencyStats
 
-__all__ = ["EngineRunner", "RunResult", "LatencyStats", "check_input_shape"]
+__all__ = ["EngineRunner", "RunResult"]
 
 _log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class LatencyStats:
-    """GPU time of repeated ``execute_async_v3`` calls, from CUDA events recorded on the engine's stream (ms)."""
-
-    iterations: int
-    median_ms: float
-    p90_ms: float
-    p99_ms: float
-    mean_ms: float
-    min_ms: float
-
-    @classmethod
-    def from_samples(cls, samples_ms: Sequence[float]) -> LatencyStats:
-        """Summary of per-iteration times."""
-        values = np.asarray(samples_ms, dtype=np.float64)
-        if values.size == 0:
-            raise ValueError("no latency samples")
-        median, p90, p99 = np.percentile(values, [50, 90, 99])
-        return cls(int(values.size), float(median), float(p90), float(p99), float(values.mean()), float(values.min()))
-
-    def to_dict(self) -> dict[str, float]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -65,25 +42,6 @@ class RunResult:
 
     outputs: dict[str, np.ndarray]
     latency_ms: float
-
-
-def check_input_shape(spec: TensorSpec, shape: tuple[int, ...], profile: BatchProfile | None) -> None:
-    """Check that an array of ``shape`` fits the engine input ``spec`` (and the batch profile of a dynamic batch).
-
-    Raises:
-        InputShapeError: rank, a static axis, or the batch (outside ``profile``) does not fit; the message names the
-            input and both shapes.
-    """
-    expected = list(spec.shape)
-    if len(shape) != len(spec.shape):
-        raise InputShapeError(f"input {spec.name!r}: got shape {list(shape)}, the engine takes {expected}")
-    for axis, (want, got) in enumerate(zip(spec.shape, shape, strict=True)):
-        if want >= 0 and want != got:
-            raise InputShapeError(f"input {spec.name!r}: got shape {list(shape)}, the engine takes {expected}")
-        if want < 0 and axis == 0 and profile is not None and not profile.min <= got <= profile.max:
-            raise InputShapeError(
-                f"input {spec.name!r}: batch {got} is outside the engine's profile [{profile.min}, {profile.max}]"
-            )
 
 
 class EngineRunner:

@@ -18,7 +18,7 @@ from google.protobuf.message import DecodeError
 
 from tofu_edge.engine.backend import EngineError
 from tofu_edge.engine.preprocess import PreprocessConfig
-from tofu_edge.errors import ConfigError
+from tofu_edge.errors import ConfigError, InputShapeError
 
 __all__ = [
     "SIDECAR_SUFFIX",
@@ -30,6 +30,7 @@ __all__ = [
     "preprocess_for",
     "sidecar_path",
     "read_sidecar",
+    "check_input_shape",
 ]
 
 _log = logging.getLogger(__name__)
@@ -229,3 +230,22 @@ def _maybe_json(value: str) -> Any:
         return json.loads(value)
     except json.JSONDecodeError:
         return value
+
+
+def check_input_shape(spec: TensorSpec, shape: tuple[int, ...], profile: BatchProfile | None) -> None:
+    """Check that an array of ``shape`` fits the engine input ``spec`` (and the batch profile of a dynamic batch).
+
+    Raises:
+        InputShapeError: rank, a static axis, or the batch (outside ``profile``) does not fit; the message names the
+            input and both shapes.
+    """
+    expected = list(spec.shape)
+    if len(shape) != len(spec.shape):
+        raise InputShapeError(f"input {spec.name!r}: got shape {list(shape)}, the engine takes {expected}")
+    for axis, (want, got) in enumerate(zip(spec.shape, shape, strict=True)):
+        if want >= 0 and want != got:
+            raise InputShapeError(f"input {spec.name!r}: got shape {list(shape)}, the engine takes {expected}")
+        if want < 0 and axis == 0 and profile is not None and not profile.min <= got <= profile.max:
+            raise InputShapeError(
+                f"input {spec.name!r}: batch {got} is outside the engine's profile [{profile.min}, {profile.max}]"
+            )

@@ -1,6 +1,45 @@
-"""Exporters: portable ONNX (standard ops, static shapes) with parity checks."""
+"""Exporters: a fused model as static-shape ONNX (portable or plugin flavour), checked for parity, and the one
+onnxruntime session factory.
 
-from tofu_edge.export.onnx import ExportReport, export_onnx
-from tofu_edge.export.parity import ParityReport, ParityTolerance
+Names are imported on first use, so ``tofu_edge.export.ort_session`` and the plugin contract work on a device
+without torch; `export_onnx` needs torch, timm, onnx and onnxscript.
+"""
 
-__all__ = ["export_onnx", "ExportReport", "ParityReport", "ParityTolerance"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = [
+    "export_onnx",
+    "ExportReport",
+    "Flavor",
+    "ParityReport",
+    "ParityTolerance",
+    "OrtProvider",
+    "ort_session",
+    "available_provider",
+    "onnx_metadata",
+]
+
+_HOMES = {
+    "export_onnx": "tofu_edge.export.onnx",
+    "ExportReport": "tofu_edge.export.onnx",
+    "Flavor": "tofu_edge.choices",
+    "ParityReport": "tofu_edge.export.parity",
+    "ParityTolerance": "tofu_edge.export.parity",
+    "OrtProvider": "tofu_edge.choices",
+    "ort_session": "tofu_edge.export.session",
+    "available_provider": "tofu_edge.export.session",
+    "onnx_metadata": "tofu_edge.export.session",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOMES[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

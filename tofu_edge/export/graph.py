@@ -5,6 +5,7 @@ from __future__ import annotations
 import onnx
 
 from tofu_edge.errors import ExportError
+from tofu_edge.export.plugin_spec import PLUGIN_SPECS, plugin_attributes
 
 __all__ = ["SUPPORTED_OPSETS", "convert_opset", "check_portable", "check_plugin_graph", "set_metadata", "op_counts"]
 
@@ -91,8 +92,6 @@ def check_plugin_graph(model: onnx.ModelProto) -> onnx.ModelProto:
     Raises:
         ExportError: naming the first problem.
     """
-    from tofu_edge.ops.plugin import PLUGIN_SPECS, plugin_attributes
-
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as error:

@@ -13,27 +13,26 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import onnxscript.optimizer
-import timm
 import torch
 
-import tofu_edge
 from tofu_edge.checkpoint import load_checkpoint
+from tofu_edge.choices import Flavor, parse_choice
 from tofu_edge.config import FusionConfig
 from tofu_edge.errors import ConfigError, ExportError
 from tofu_edge.export.graph import check_plugin_graph, check_portable, convert_opset, op_counts, set_metadata
 from tofu_edge.export.parity import ParityReport, ParityTolerance, check_parity
+from tofu_edge.export.plugin import translation_table, use_plugin_blocks
+from tofu_edge.export.session import ort_session
 from tofu_edge.files import atomic_outputs, check_writable
 from tofu_edge.images import bundled_photo_folder, flat_images, photo_images, random_images
 from tofu_edge.models import create_model
-from tofu_edge.ops.plugin import enable_reference_ops, translation_table
 from tofu_edge.patch import fuse
 from tofu_edge.plan import FusionPlan
+from tofu_edge.versions import EXPORT_PACKAGES, package_versions
 
-__all__ = ["ExportReport", "export_onnx", "cpu_session", "versions", "FLAVORS"]
+__all__ = ["ExportReport", "export_onnx"]
 
-FLAVORS = ("portable", "plugin")
 
 RANDOM_PARITY_IMAGES = 4
 PHOTO_PARITY_IMAGES = 8
@@ -51,7 +50,7 @@ class ExportReport:
     dynamic_batch: bool
     opset: int
     plan: FusionPlan
-    flavor: str
+    flavor: Flavor
     parity: ParityReport
     seconds: dict[str, float]
     ops: dict[str, int]
@@ -63,14 +62,14 @@ class ExportReport:
             "input_shape": list(self.input_shape),
             "dynamic_batch": self.dynamic_batch,
             "opset": self.opset,
-            "flavor": self.flavor,
+            "flavor": self.flavor.value,
             "plan": self.plan.to_dict(),
             "gmacs": self.plan.macs / 1e9,
             "unfused_gmacs": self.plan.unfused_macs / 1e9,
             "parity": self.parity.to_dict(),
             "seconds": self.seconds,
             "ops": self.ops,
-            "versions": versions(),
+            "versions": package_versions(EXPORT_PACKAGES),
         }
 
 
@@ -87,7 +86,7 @@ def export_onnx(
     opset: int = 17,
     parity_images: str | Path | None = None,
     tolerance: ParityTolerance | None = None,
-    flavor: str = "portable",
+    flavor: Flavor | str = Flavor.PORTABLE,
 ) -> ExportReport:
     """Fuse a timm ViT, export it to portable ONNX, check it, and write ``output`` and ``<stem>.json``.
 
@@ -123,8 +122,7 @@ def export_onnx(
     output = Path(output)
     if batch < 1:
         raise ConfigError(f"batch must be >= 1, got {batch}")
-    if flavor not in FLAVORS:
-        raise ConfigError(f"unknown flavor {flavor!r}; choose one of {', '.join(FLAVORS)}")
+    flavor = parse_choice(Flavor, flavor, "flavor")
     convert_opset(onnx.helper.make_model(onnx.helper.make_graph([], "probe", [], [])), opset)  # validates opset
     check_writable(output)
     report_path = output.with_suffix(".json")
@@ -141,17 +139,17 @@ def export_onnx(
     example = image_sets["random"][:1].expand(batch, -1, -1, -1).contiguous()
     input_shape = tuple(example.shape)
 
-    for block in module.blocks:
-        block.tofu_plugin_ops = flavor == "plugin"
+    if flavor is Flavor.PLUGIN:
+        use_plugin_blocks(module)  # this copy only: the fusion steps become the plugin ops
     proto = _trace(module, example, dynamic_batch)
     traced = time.perf_counter()
     proto = convert_opset(proto, opset)
-    proto = check_portable(proto, dynamic_batch) if flavor == "portable" else check_plugin_graph(proto)
+    proto = check_portable(proto, dynamic_batch) if flavor is Flavor.PORTABLE else check_plugin_graph(proto)
     set_metadata(proto, _metadata(name, module.tofu_plan, input_shape, dynamic_batch, flavor))
 
     with atomic_outputs(output, report_path) as (onnx_tmp, report_tmp):
         onnx.save(proto, onnx_tmp)
-        session = cpu_session(onnx_tmp, flavor)
+        session = ort_session(onnx_tmp)
         input_name = session.get_inputs()[0].name
         parity = check_parity(
             lambda images: session.run(None, {input_name: images.astype(np.float32)})[0],
@@ -177,27 +175,6 @@ def export_onnx(
         parity.raise_if_failed(f"{output.name}: onnxruntime vs PyTorch")
         report_tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     return report
-
-
-def cpu_session(path: str | Path, flavor: str = "portable", threads: int | None = None) -> ort.InferenceSession:
-    """An onnxruntime CPU session; for the plugin flavour with the reference plugin ops registered."""
-    options = ort.SessionOptions()
-    if threads is not None:
-        options.intra_op_num_threads = threads
-    if flavor == "plugin":
-        enable_reference_ops(options)
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def versions() -> dict[str, str]:
-    """Versions of the packages an export depends on."""
-    return {
-        "tofu_edge": tofu_edge.__version__,
-        "torch": torch.__version__,
-        "timm": timm.__version__,
-        "onnx": onnx.__version__,
-        "onnxruntime": ort.__version__,
-    }
 
 
 def _trace(module: torch.nn.Module, example: torch.Tensor, dynamic_batch: bool) -> onnx.ModelProto:
@@ -237,13 +214,13 @@ def _parity_sets(module: torch.nn.Module, parity_images: str | Path | None) -> d
 
 
 def _metadata(
-    name: str, plan: FusionPlan, input_shape: tuple[int, ...], dynamic_batch: bool, flavor: str
+    name: str, plan: FusionPlan, input_shape: tuple[int, ...], dynamic_batch: bool, flavor: Flavor
 ) -> dict[str, str]:
     return {
         "tofu_edge.model": name,
-        "tofu_edge.flavor": flavor,
+        "tofu_edge.flavor": flavor.value,
         "tofu_edge.config": json.dumps(plan.config.to_dict()),
         "tofu_edge.plan": json.dumps(plan.to_dict()),
         "tofu_edge.input_shape": json.dumps(["batch" if dynamic_batch else input_shape[0], *input_shape[1:]]),
-        "tofu_edge.versions": json.dumps(versions()),
+        "tofu_edge.versions": json.dumps(package_versions(EXPORT_PACKAGES)),
     }

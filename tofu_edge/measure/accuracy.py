@@ -14,15 +14,15 @@ from timm.data import create_transform
 
 from tofu_edge.checkpoint import load_checkpoint
 from tofu_edge.config import FusionConfig
-from tofu_edge.errors import ConfigError, InputShapeError, MissingDependencyError
-from tofu_edge.files import atomic_outputs, check_writable
+from tofu_edge.errors import ConfigError, InputShapeError
 from tofu_edge.images import data_config
 from tofu_edge.measure.dataset import find_images, image_batches
+from tofu_edge.measure.variants import variant_name
 from tofu_edge.models import create_model
 from tofu_edge.patch import fuse
 from tofu_edge.plan import FusionPlan
 
-__all__ = ["Metrics", "MetricAccumulator", "VariantResult", "EvalReport", "evaluate", "plot_pareto", "THROUGHPUT_NOTE"]
+__all__ = ["Metrics", "MetricAccumulator", "VariantResult", "EvalReport", "evaluate", "THROUGHPUT_NOTE"]
 
 TOP_K = 5
 THROUGHPUT_NOTE = (
@@ -197,7 +197,7 @@ def evaluate(
     runs: list[tuple[str, str, FusionPlan | None, Run]] = [("unfused", "pytorch", None, _torch_run(reference))]
     for config in configs:
         fused = fuse(copy.deepcopy(reference), config)
-        runs.append((variant_name(fused.tofu_plan), "pytorch", fused.tofu_plan, _torch_run(fused)))
+        runs.append((variant_name(config), "pytorch", fused.tofu_plan, _torch_run(fused)))
     if onnx_path is not None:
         runs.append((Path(onnx_path).name, "onnxruntime", None, _onnx_run(Path(onnx_path), input_shape)))
     if engine_path is not None:
@@ -227,72 +227,6 @@ def evaluate(
     return EvalReport(name, dataset.root, len(dataset.classes), input_shape, batch, variants)
 
 
-def variant_name(plan: FusionPlan) -> str:
-    """A short label such as ``r=13 tofu`` or ``keep=0.6 tofu``."""
-    config = plan.config
-    if config.keep is not None:
-        return f"keep={config.keep:g} {config.mode.value}"
-    r = config.r if isinstance(config.r, int) else ",".join(map(str, config.r))
-    return f"r={r} {config.mode.value}"
-
-
-def plot_pareto(report: EvalReport, path: str | Path) -> Path:
-    """Write a PNG of top-1 accuracy and top-1 agreement against images/s, with the Pareto front of each.
-
-    Raises:
-        MissingDependencyError: matplotlib is not installed.
-        OutputError: ``path`` cannot be written.
-    """
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise MissingDependencyError(
-            "the accuracy-vs-throughput plot needs matplotlib: pip install matplotlib"
-        ) from None
-    path = Path(path)
-    check_writable(path)
-    figure = Figure(figsize=(11, 4.6), dpi=120)
-    FigureCanvasAgg(figure)
-    speed = [v.metrics.images_per_s for v in report.variants]
-    for axes, key, title in zip(
-        figure.subplots(1, 2),
-        ("top1", "top1_agreement"),
-        ("top-1 accuracy", "top-1 agreement with unfused"),
-        strict=True,
-    ):
-        values = [100 * getattr(v.metrics, key) for v in report.variants]
-        front = pareto_front(speed, values)
-        axes.plot([speed[i] for i in front], [values[i] for i in front], "-", color="tab:orange", label="Pareto front")
-        for i, variant in enumerate(report.variants):
-            marker = "s" if variant.plan is None and variant.backend == "pytorch" else "o"
-            axes.plot(speed[i], values[i], marker, color="tab:blue" if i in front else "tab:gray")
-            axes.annotate(variant.name, (speed[i], values[i]), textcoords="offset points", xytext=(4, 4), fontsize=8)
-        axes.set_xlabel("images/s (rough, CPU eager unless noted)")
-        axes.set_ylabel(f"{title} (%)")
-        axes.set_title(title, fontsize=10)
-        axes.grid(alpha=0.3)
-        axes.legend(loc="lower left", fontsize=8)
-    images = report.variants[0].metrics.images
-    figure.suptitle(f"{report.model}: {images} images of {report.data_dir.name}, batch {report.batch}", fontsize=11)
-    figure.text(0.5, 0.005, THROUGHPUT_NOTE, ha="center", fontsize=7, color="dimgray")
-    figure.tight_layout(rect=(0, 0.03, 1, 1))
-    with atomic_outputs(path) as (temp,):
-        figure.savefig(temp, format="png")
-    return path
-
-
-def pareto_front(speed: Sequence[float], value: Sequence[float]) -> list[int]:
-    """Indices of the points no other point beats in both speed and value, fastest first."""
-    order = sorted(range(len(speed)), key=lambda i: (-speed[i], -value[i]))
-    front, best = [], -float("inf")
-    for i in order:
-        if value[i] > best:
-            front.append(i)
-            best = value[i]
-    return front
-
-
 def _torch_run(module: torch.nn.Module) -> Run:
     def run(images: torch.Tensor) -> np.ndarray:
         with torch.inference_mode():
@@ -302,19 +236,9 @@ def _torch_run(module: torch.nn.Module) -> Run:
 
 
 def _onnx_run(path: Path, input_shape: tuple[int, ...]) -> Run:
-    import onnx
-    from google.protobuf.message import DecodeError
+    from tofu_edge.export import ort_session
 
-    from tofu_edge.export.onnx import cpu_session
-
-    if not path.is_file():
-        raise ConfigError(f"ONNX file {path} does not exist")
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except (DecodeError, OSError, ValueError) as error:
-        raise ConfigError(f"cannot read ONNX file {path}: {error or type(error).__name__}") from None
-    flavor = {p.key: p.value for p in proto.metadata_props}.get("tofu_edge.flavor", "portable")
-    session = cpu_session(path, flavor)
+    session = ort_session(path)
     spec = session.get_inputs()[0]
     static_batch = spec.shape[0] if isinstance(spec.shape[0], int) else None
     if list(spec.shape[1:]) != list(input_shape):

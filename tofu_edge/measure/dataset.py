@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 
 from tofu_edge.errors import ConfigError, TofuError
-from tofu_edge.images import IMAGE_SUFFIXES
+from tofu_edge.images import IMAGE_SUFFIXES, load_image
 
-__all__ = ["ImageFolderSet", "find_images", "load_image", "image_batches"]
+__all__ = ["ImageFolderSet", "find_images", "image_batches"]
 
 
 @dataclass(frozen=True)
@@ -66,27 +66,6 @@ def find_images(root: str | Path, *, limit: int | None = None, numeric_labels: b
         step = len(samples) / limit
         samples = [samples[int(i * step)] for i in range(limit)]
     return ImageFolderSet(root=root, classes=classes, samples=tuple(samples))
-
-
-def load_image(path: str | Path, transform: Callable) -> torch.Tensor:
-    """Read an image file as RGB and apply ``transform`` (timm's evaluation preprocessing).
-
-    Raises:
-        TofuError: the file is missing or is not an image PIL can read; the message names the file.
-
-    Shapes:
-        returns: [3, H, W]
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.is_file():
-        raise TofuError(f"image {path} does not exist")
-    try:
-        with Image.open(path) as image:
-            return transform(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise TofuError(f"cannot read image {path}: {error}") from None
 
 
 def image_batches(

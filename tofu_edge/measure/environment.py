@@ -5,22 +5,21 @@ Everything here is best effort and never fails a benchmark: a missing tool or fi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import re
 import shutil
 import subprocess
 import threading
+from collections.abc import Iterator
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import IO
 
-import torch
+from tofu_edge.versions import MEASURE_PACKAGES, package_versions
 
-__all__ = ["describe_environment", "jetson_info", "TegrastatsSampler", "parse_tegrastats"]
-
-PACKAGES = ("tofu-edge", "torch", "timm", "onnx", "onnxruntime", "onnxruntime-gpu", "tensorrt", "cuda-python")
+__all__ = ["describe_environment", "jetson_info", "TegrastatsSampler", "parse_tegrastats", "torch_threads"]
 TEGRA_RELEASE = Path("/etc/nv_tegra_release")
 DEVICE_TREE_MODEL = Path("/proc/device-tree/model")
 TOOL_TIMEOUT_S = 5.0
@@ -44,9 +43,9 @@ def describe_environment(*, threads: int | None = None, device: str = "cpu") -> 
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "threads": threads,
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads() if (torch := _torch()) is not None else None,
         "python": platform.python_version(),
-        "versions": package_versions(),
+        "versions": package_versions(MEASURE_PACKAGES),
         "device": device,
     }
     gpu = gpu_info()
@@ -69,21 +68,11 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def package_versions() -> dict[str, str]:
-    """Installed versions of the packages a measurement depends on (from metadata: nothing is imported)."""
-    found = {}
-    for name in PACKAGES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return found
-
-
 def gpu_info() -> dict:
     """Name, compute capability, CUDA runtime of torch and driver of the first CUDA device; ``{}`` without one."""
     info: dict = {}
-    if torch.cuda.is_available():
+    torch = _torch()
+    if torch is not None and torch.cuda.is_available():
         info["name"] = torch.cuda.get_device_name(0)
         info["capability"] = ".".join(map(str, torch.cuda.get_device_capability(0)))
         info["torch_cuda"] = torch.version.cuda
@@ -93,6 +82,30 @@ def gpu_info() -> dict:
         info.setdefault("name", name.strip())
         info["driver"] = version.strip()
     return info
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with torch's intra-op thread count at ``threads`` (unchanged for ``None`` or without torch)."""
+    torch = _torch()
+    if threads is None or torch is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _torch():
+    """The torch module where it is installed (a device install may have none), else ``None``."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
 
 
 def jetson_info() -> dict:

@@ -1,4 +1,4 @@
-"""Paired latency: runners called round-robin, one call each per round, and statistics over the samples.
+"""Paired latency: runners called round-robin, one call each per round; `tofu_edge.stats.LatencyStats` summarises them.
 
 Calling every runner once per round (rather than one runner many times, then the next) lets a drift in machine
 speed (another job, thermal throttling, a clock change) hit every variant alike; speed-ups are then the median of
@@ -10,33 +10,17 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from tofu_edge.errors import ConfigError, MissingDependencyError
+from tofu_edge.errors import ConfigError
 
-__all__ = [
-    "Runner",
-    "LatencyStats",
-    "measure_interleaved",
-    "paired_speedup",
-    "torch_runner",
-    "ort_session",
-    "ort_runner",
-    "engine_runner",
-    "ORT_PROVIDERS",
-]
+if TYPE_CHECKING:
+    import torch
 
-# our provider names -> onnxruntime's execution providers
-ORT_PROVIDERS = {
-    "cpu": "CPUExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "tensorrt": "TensorrtExecutionProvider",
-}
+__all__ = ["Runner", "measure_interleaved", "paired_speedup", "torch_runner", "ort_runner", "engine_runner"]
 
 
 @dataclass(frozen=True)
@@ -53,38 +37,6 @@ class Runner:
     name: str
     call: Callable[[], float | None]
     batch: int = 1
-
-
-@dataclass(frozen=True)
-class LatencyStats:
-    """Latency over the timed calls of one runner (ms) and its throughput at the median.
-
-    Percentiles interpolate linearly between samples (``numpy.percentile``'s default).
-    """
-
-    samples: int
-    median_ms: float
-    p90_ms: float
-    p99_ms: float
-    min_ms: float
-    mean_ms: float
-    images_per_s: float
-
-    @classmethod
-    def from_samples(cls, samples_ms: Sequence[float], batch: int = 1) -> LatencyStats:
-        """Summary of per-call times in ms for calls of ``batch`` images.
-
-        Raises:
-            ValueError: no samples.
-        """
-        values = np.asarray(samples_ms, dtype=np.float64)
-        if values.size == 0:
-            raise ValueError("no latency samples")
-        median, p90, p99 = (float(v) for v in np.percentile(values, [50, 90, 99]))
-        return cls(int(values.size), median, p90, p99, float(values.min()), float(values.mean()), batch * 1e3 / median)
-
-    def to_dict(self) -> dict[str, float]:
-        return asdict(self)
 
 
 def measure_interleaved(
@@ -162,6 +114,8 @@ def torch_runner(name: str, model: torch.nn.Module, images: torch.Tensor) -> Run
     Shapes:
         images: [B, 3, H, W]
     """
+    import torch
+
     if images.device.type != "cuda":
 
         def call_cpu() -> None:
@@ -180,39 +134,6 @@ def torch_runner(name: str, model: torch.nn.Module, images: torch.Tensor) -> Run
         return start.elapsed_time(end)
 
     return Runner(name, call_cuda, images.shape[0])
-
-
-def ort_session(path: str | Path, *, provider: str = "cpu", threads: int | None = None, spinning: bool = False):
-    """An onnxruntime session for timing: one execution provider, intra-op threads, thread spinning off by default.
-
-    Spinning idle threads cost the unfused DeiT-S 40 % on 2-vCPU machines (benchmarks/README.md), so it is off
-    unless ``spinning``. The plugin flavour (``TofuMatch``/``TofuMerge`` nodes) gets the reference ops registered.
-
-    Raises:
-        MissingDependencyError: the provider is not in this onnxruntime build.
-    """
-    import onnxruntime as ort
-
-    from tofu_edge.engine.sidecar import inspect_onnx
-
-    provider_name = ORT_PROVIDERS[provider]
-    available = ort.get_available_providers()
-    if provider_name not in available:
-        raise MissingDependencyError(
-            f"onnxruntime {ort.__version__} has no {provider_name} (available: {', '.join(available)}); "
-            f"install onnxruntime-gpu for CUDA/TensorRT, or use --ort-provider cpu"
-        )
-    options = ort.SessionOptions()
-    if threads is not None:
-        options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    if inspect_onnx(path).metadata.get("flavor") == "plugin":
-        from tofu_edge.ops.plugin import enable_reference_ops
-
-        enable_reference_ops(options)
-    providers = [provider_name] if provider == "cpu" else [provider_name, "CPUExecutionProvider"]
-    return ort.InferenceSession(str(path), options, providers=providers)
 
 
 def ort_runner(name: str, session: Any, images: np.ndarray) -> Runner:

@@ -1,13 +1,19 @@
-"""A sweep as a PNG: measured speed-up (against the FLOPs-ideal line) and latency, both against GMACs."""
+"""Measurements as PNGs: a latency sweep (speed-up against the FLOPs-ideal line, and latency, against GMACs) and an
+accuracy-vs-throughput Pareto view of an evaluation."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from tofu_edge.errors import MissingDependencyError
 from tofu_edge.files import atomic_outputs, check_writable
 
-__all__ = ["plot_sweep"]
+if TYPE_CHECKING:
+    from tofu_edge.measure.accuracy import EvalReport
+
+__all__ = ["plot_sweep", "plot_pareto", "pareto_front"]
 
 DPI = 120
 
@@ -64,3 +70,62 @@ def plot_sweep(results: Sequence[dict], path: str | Path, *, title: str = "") ->
     with atomic_outputs(path) as (temp,):
         figure.savefig(temp, format="png")
     return path
+
+
+def plot_pareto(report: EvalReport, path: str | Path) -> Path:
+    """Write a PNG of top-1 accuracy and top-1 agreement against images/s, with the Pareto front of each.
+
+    Raises:
+        MissingDependencyError: matplotlib is not installed.
+        OutputError: ``path`` cannot be written.
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise MissingDependencyError(
+            "the accuracy-vs-throughput plot needs matplotlib: pip install matplotlib"
+        ) from None
+    path = Path(path)
+    check_writable(path)
+    figure = Figure(figsize=(11, 4.6), dpi=120)
+    FigureCanvasAgg(figure)
+    speed = [v.metrics.images_per_s for v in report.variants]
+    for axes, key, title in zip(
+        figure.subplots(1, 2),
+        ("top1", "top1_agreement"),
+        ("top-1 accuracy", "top-1 agreement with unfused"),
+        strict=True,
+    ):
+        values = [100 * getattr(v.metrics, key) for v in report.variants]
+        front = pareto_front(speed, values)
+        axes.plot([speed[i] for i in front], [values[i] for i in front], "-", color="tab:orange", label="Pareto front")
+        for i, variant in enumerate(report.variants):
+            marker = "s" if variant.plan is None and variant.backend == "pytorch" else "o"
+            axes.plot(speed[i], values[i], marker, color="tab:blue" if i in front else "tab:gray")
+            axes.annotate(variant.name, (speed[i], values[i]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        axes.set_xlabel("images/s (rough, CPU eager unless noted)")
+        axes.set_ylabel(f"{title} (%)")
+        axes.set_title(title, fontsize=10)
+        axes.grid(alpha=0.3)
+        axes.legend(loc="lower left", fontsize=8)
+    images = report.variants[0].metrics.images
+    figure.suptitle(f"{report.model}: {images} images of {report.data_dir.name}, batch {report.batch}", fontsize=11)
+    from tofu_edge.measure.accuracy import THROUGHPUT_NOTE
+
+    figure.text(0.5, 0.005, THROUGHPUT_NOTE, ha="center", fontsize=7, color="dimgray")
+    figure.tight_layout(rect=(0, 0.03, 1, 1))
+    with atomic_outputs(path) as (temp,):
+        figure.savefig(temp, format="png")
+    return path
+
+
+def pareto_front(speed: Sequence[float], value: Sequence[float]) -> list[int]:
+    """Indices of the points no other point beats in both speed and value, fastest first."""
+    order = sorted(range(len(speed)), key=lambda i: (-speed[i], -value[i]))
+    front, best = [], -float("inf")
+    for i in order:
+        if value[i] > best:
+            front.append(i)
+            best = value[i]
+    return front

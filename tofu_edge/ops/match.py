@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["TokenMatch", "match_tokens", "cosine_scores", "match_scores", "split_starts", "EPS"]
+__all__ = ["TokenMatch", "match_tokens", "cosine_scores", "match_scores", "source_order", "split_starts", "EPS"]
 
 EPS = 1e-6  # guards the division by a zero norm (metric rows, merged averages)
 
@@ -83,17 +83,7 @@ def match_scores(scores: torch.Tensor, num_tokens: int, num_prefix: int, r: int)
     batch, num_a, num_b = scores.shape
     a_start, b_start = split_starts(num_prefix)
     best_score, best_dst = scores.max(dim=-1)  # first maximum on ties
-
-    # Rank of each A token in a stable descending sort of its best score: exact, so every backend agrees.
-    # j is ahead of i if it scores higher, or the same with a lower index.
-    others, own = best_score[:, None, :], best_score[:, :, None]
-    ahead = (others > own) | ((others == own) & _strictly_lower(num_a, scores.device))
-    rank = ahead.to(torch.float32).sum(dim=-1)  # [B, |A|]
-
-    # Unique integer keys: sources first, then the unmerged tokens in ascending position.
-    reverse_index = torch.arange(num_a - 1, -1, -1, device=scores.device, dtype=torch.float32)
-    key = torch.where(rank < r, reverse_index + num_a, reverse_index)
-    a_order = key.topk(num_a, dim=-1).indices  # [B, |A|]
+    a_order = source_order(best_score, r)
     positions = a_start + 2 * a_order  # [B, |A|] positions in the sequence
 
     prefix = torch.arange(num_prefix, device=scores.device).expand(batch, num_prefix)
@@ -101,6 +91,27 @@ def match_scores(scores: torch.Tensor, num_tokens: int, num_prefix: int, r: int)
     order = torch.cat([prefix, positions[:, r:], b_pos, positions[:, :r]], dim=1)
     dst_slot = best_dst.gather(1, a_order[:, :r]) + (num_prefix + num_a - r)
     return TokenMatch(order=order, dst_slot=dst_slot, r=r)
+
+
+def source_order(best_score: torch.Tensor, r: int) -> torch.Tensor:
+    """The A tokens reordered: the ``r`` with the highest best score (the sources) first, then the others, each
+    part in ascending index. Ties go to the lower index, exactly, so every backend picks the same sources.
+
+    Shapes:
+        best_score: [B, |A|]
+        returns: [B, |A|] (int64 indices into A)
+    """
+    num_a = best_score.shape[-1]
+    # Rank of each A token in a stable descending sort of its best score: exact, so every backend agrees.
+    # j is ahead of i if it scores higher, or the same with a lower index.
+    others, own = best_score[:, None, :], best_score[:, :, None]
+    ahead = (others > own) | ((others == own) & _strictly_lower(num_a, best_score.device))
+    rank = ahead.to(torch.float32).sum(dim=-1)  # [B, |A|]
+
+    # Unique integer keys: sources first, then the unmerged tokens in ascending position.
+    reverse_index = torch.arange(num_a - 1, -1, -1, device=best_score.device, dtype=torch.float32)
+    key = torch.where(rank < r, reverse_index + num_a, reverse_index)
+    return key.topk(num_a, dim=-1).indices
 
 
 def _strictly_lower(n: int, device: torch.device) -> torch.Tensor:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from tofu_edge.config import Mode
+from tofu_edge.config import StepOp
 from tofu_edge.ops.match import EPS, TokenMatch
 
-__all__ = ["gather_tokens", "fuse_tokens"]
+__all__ = ["gather_tokens", "fuse_tokens", "merge_sources"]
 
 
 def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -30,9 +30,9 @@ def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 def fuse_tokens(
-    x: torch.Tensor, size: torch.Tensor | None, match: TokenMatch, mode: Mode
+    x: torch.Tensor, size: torch.Tensor | None, match: TokenMatch, op: StepOp
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Remove the ``r`` matched sources of ``x``, folding them into their destinations by ``mode``.
+    """Remove the ``r`` matched sources of ``x``, folding them into their destinations by ``op``.
 
     ``prune`` drops the sources and leaves destinations and sizes as they are. ``mean`` replaces each
     destination group by its size-weighted average; ``mlerp`` by the direction of that average with the
@@ -47,7 +47,7 @@ def fuse_tokens(
         x: Tokens after the attention residual.
         size: Patches each token stands for; ``None`` means all ones.
         match: Index plan from `match_tokens`.
-        mode: ``prune``, ``mean`` or ``mlerp``.
+        op: What to do with the sources (prune, mean or MLERP).
 
     Returns:
         The kept tokens in ``[prefix, unm, B]`` order and their sizes (``None`` while all ones).
@@ -59,7 +59,7 @@ def fuse_tokens(
     """
     num_out = match.num_out
     keep = match.order[:, :num_out]
-    if mode is Mode.PRUNE:
+    if op is StepOp.PRUNE:
         return gather_tokens(x, keep), None if size is None else gather_tokens(size, keep)
 
     x_keep = gather_tokens(x, keep)
@@ -74,7 +74,7 @@ def fuse_tokens(
         size_src, size_dst = gather_tokens(size, match.order[:, num_out:]), gather_tokens(size_keep, match.dst_slot)
         group_size = size_dst + same_group @ size_src
         merged = (size_dst * x_dst + same_group @ (size_src * x_src)) / group_size
-    if mode is Mode.MLERP:
+    if op is StepOp.MLERP:
         src_norm = x_src.norm(dim=-1)  # [B, r]
         group_max = torch.maximum(x_dst.norm(dim=-1), (same_group * src_norm[:, None, :]).amax(dim=-1))
         merged = merged / merged.norm(dim=-1, keepdim=True).clamp_min(EPS) * group_max[..., None]
@@ -84,3 +84,22 @@ def fuse_tokens(
     slot_rows = match.dst_slot[..., None]
     new_x = x_keep.scatter(1, slot_rows.expand(-1, -1, x.shape[-1]), merged)
     return new_x, size_keep.scatter(1, slot_rows, group_size)
+
+
+def merge_sources(sources: torch.Tensor, match: TokenMatch, op: StepOp) -> torch.Tensor:
+    """Apply a `TokenMatch` to what each token stands for: the kept tokens' rows of ``sources``, where a merged
+    source's row joins (is added to) its destination's row and a pruned source's row is dropped.
+
+    With one-hot rows over the original patches this tracks which patches every token holds (`tofu_edge.visualize`).
+    Group sums come from a one-hot assignment matmul, as in `fuse_tokens`: no scatter.
+
+    Shapes:
+        sources: [B, N, T]
+        returns: [B, N - r, T]
+    """
+    kept = gather_tokens(sources, match.order[:, : match.num_out])
+    if op is StepOp.PRUNE:
+        return kept
+    slots = torch.arange(match.num_out, device=sources.device)
+    assign = (match.dst_slot[:, :, None] == slots).to(sources.dtype)  # [B, r, N - r]
+    return kept + assign.transpose(1, 2) @ gather_tokens(sources, match.order[:, match.num_out :])

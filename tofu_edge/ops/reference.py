@@ -1,6 +1,7 @@
-"""Loop-based references of the fusion step and of a fused ViT: slow, plain, and the spec in code.
+"""Loop-based references of one fusion step: slow, plain, and the spec in code (docs/design.md, "The algorithm").
 
-Everything fused (the vectorized ops, the exported graph, the plugin kernels) is tested against these.
+Everything fused (the vectorized ops, the exported graph, the plugin kernels) is tested against these; the
+reference of a whole fused model is `tofu_edge.patch.reference.reference_forward`.
 """
 
 from __future__ import annotations
@@ -9,17 +10,16 @@ import math
 
 import torch
 
-from tofu_edge.config import Mode
+from tofu_edge.config import StepOp
 from tofu_edge.ops.match import EPS
-from tofu_edge.plan import FusionPlan
 
-__all__ = ["reference_step", "reference_scores", "reference_match", "reference_merge", "reference_forward"]
+__all__ = ["reference_step", "reference_scores", "reference_match", "reference_merge"]
 
 
 def reference_step(
-    x: torch.Tensor, size: torch.Tensor, metric: torch.Tensor, num_prefix: int, r: int, mode: Mode
+    x: torch.Tensor, size: torch.Tensor, metric: torch.Tensor, num_prefix: int, r: int, op: StepOp
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One fusion step on one image, token by token (DESIGN.md §1): scores, match, merge.
+    """One fusion step on one image, token by token: scores, match, merge.
 
     Shapes:
         x: [N, C]
@@ -28,7 +28,7 @@ def reference_step(
         returns: [N - r, C], [N - r]
     """
     order, dst_slot = reference_match(reference_scores(metric, num_prefix), x.shape[0], num_prefix, r)
-    return reference_merge(x, size, order, dst_slot, r, mode)
+    return reference_merge(x, size, order, dst_slot, r, op)
 
 
 def reference_scores(metric: torch.Tensor, num_prefix: int) -> list[list[float]]:
@@ -71,7 +71,7 @@ def reference_match(scores, num_tokens: int, num_prefix: int, r: int) -> tuple[l
 
 
 def reference_merge(
-    x: torch.Tensor, size: torch.Tensor, order: list[int], dst_slot: list[int], r: int, mode: Mode
+    x: torch.Tensor, size: torch.Tensor, order: list[int], dst_slot: list[int], r: int, op: StepOp
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Apply an index plan to one image: each kept token absorbs the sources whose destination it is.
 
@@ -84,65 +84,21 @@ def reference_merge(
     rows, sizes = [], []
     for slot in range(num_out):
         group = [order[slot]] + [order[num_out + k] for k in range(r) if dst_slot[k] == slot]
-        row, row_size = _merge_group([x[g] for g in group], [size[g] for g in group], mode)
+        row, row_size = _merge_group([x[g] for g in group], [size[g] for g in group], op)
         rows.append(row)
         sizes.append(row_size)
     return torch.stack(rows), torch.stack(sizes)
 
 
 def _merge_group(
-    members: list[torch.Tensor], sizes: list[torch.Tensor], mode: Mode
+    members: list[torch.Tensor], sizes: list[torch.Tensor], op: StepOp
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The destination (first member) after absorbing the others."""
-    if len(members) == 1 or mode is Mode.PRUNE:
+    if len(members) == 1 or op is StepOp.PRUNE:
         return members[0], sizes[0]
     total_size = sum(sizes)
     average = sum(s * m for s, m in zip(sizes, members, strict=True)) / total_size
-    if mode is Mode.MEAN:
+    if op is StepOp.MEAN:
         return average, total_size
     largest_norm = max(float(m.norm()) for m in members)
     return average / max(float(average.norm()), EPS) * largest_norm, total_size
-
-
-def reference_forward(model: torch.nn.Module, plan: FusionPlan, images: torch.Tensor) -> torch.Tensor:
-    """Logits of ``model`` fused by ``plan``, computed image by image with timm's own attention.
-
-    ``model`` may be fused or not: only its timm sub-modules are used. Keys for matching are computed
-    separately from ``attn.qkv``/``attn.k_norm``; proportional attention goes in through timm's
-    ``attn_mask``.
-
-    Shapes:
-        images: [B, 3, H, W]
-        returns: [B, num_classes]
-    """
-    outputs = []
-    for image in images:
-        x = model.norm_pre(model.patch_drop(model._pos_embed(model.patch_embed(image[None]))))[0]
-        size = torch.ones(x.shape[0])
-        for block, step in zip(model.blocks, plan.blocks, strict=True):
-            normed = block.norm1(x)[None]
-            bias = size.log()[None, None, None, :] if plan.config.prop_attn else None
-            x = x + block.drop_path1(block.ls1(block.attn(normed, attn_mask=bias)))[0]
-            if step.r > 0:
-                x, size = reference_step(x, size, _keys(block.attn, normed)[0], step.num_prefix, step.r, step.mode)
-            x = x + block.drop_path2(block.ls2(block.mlp(block.norm2(x[None]))))[0]
-        x = model.norm(x[None])
-        outputs.append(_reference_head(model, x, size))
-    return torch.cat(outputs)
-
-
-def _keys(attn: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Keys averaged over heads, ``[B, N, D]``."""
-    batch, num_tokens, _ = x.shape
-    qkv = attn.qkv(x).reshape(batch, num_tokens, 3, attn.num_heads, attn.head_dim)
-    keys = attn.k_norm(qkv[:, :, 1].transpose(1, 2))  # [B, H, N, D]
-    return keys.mean(dim=1)
-
-
-def _reference_head(model: torch.nn.Module, x: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
-    if model.global_pool != "avg":
-        return model.forward_head(x)
-    prefix = model.num_prefix_tokens
-    weights = size[prefix:, None]
-    pooled = (x[0, prefix:] * weights).sum(dim=0) / weights.sum()
-    return model.head(model.head_drop(model.fc_norm(pooled[None])))

@@ -1,10 +1,11 @@
-"""Self-attention of a timm `Attention` plus the matching metric (keys averaged over heads).
+"""The two things a fused block needs beside timm's own attention: the proportional-attention bias and the
+matching metric (the attention keys averaged over heads).
 
-Where the keys are a linear function of the input (no ``k_norm``), timm's own ``Attention.forward`` runs
-unchanged and the metric comes from one small extra projection with the head-averaged key weights
-(``mean_h(x W_h + b_h) = x mean_h(W_h) + mean_h(b_h)``), so the attention graph stays exactly timm's. With
-``k_norm`` the attention is composed from the module's own sub-layers to reuse the normalized keys. Tests
-check both against ``attn(x, attn_mask=bias)`` for every supported family.
+The attention itself is always timm's ``Attention.forward``, called unchanged with the bias as its ``attn_mask``.
+The metric is computed beside it from the same weights: where the keys are a linear function of the input (no
+``k_norm``) it is one small projection with the head-averaged key weights
+(``mean_h(x W_h + b_h) = x mean_h(W_h) + mean_h(b_h)``, exact); with ``k_norm`` the keys are projected,
+normalized per head and then averaged (one extra ``C x C`` projection on q/k-norm models).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from timm.layers import Attention
 
-__all__ = ["attend", "mean_key", "size_bias"]
+__all__ = ["mean_key", "size_bias"]
 
 
 def size_bias(size: torch.Tensor) -> torch.Tensor:
@@ -27,53 +28,22 @@ def size_bias(size: torch.Tensor) -> torch.Tensor:
 
 
 def mean_key(attn: Attention, x: torch.Tensor) -> torch.Tensor:
-    """Keys averaged over heads for an attention without ``k_norm``, from head-averaged key weights.
+    """The attention's keys averaged over heads (after ``k_norm`` where the model has one).
+
+    Args:
+        attn: timm's `Attention` module.
+        x: The tokens the attention sees (after ``norm1``).
 
     Shapes:
         x: [B, N, C]
         returns: [B, N, D]
     """
-    dim, heads = attn.attn_dim, attn.num_heads
-    weight = attn.qkv.weight[dim : 2 * dim].reshape(heads, attn.head_dim, -1).mean(dim=0)
-    bias = attn.qkv.bias
-    bias = None if bias is None else bias[dim : 2 * dim].reshape(heads, attn.head_dim).mean(dim=0)
-    return F.linear(x, weight, bias)
-
-
-def attend(
-    attn: Attention, x: torch.Tensor, bias: torch.Tensor | None, with_metric: bool = True
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Multi-head self-attention with an optional additive logit bias, and the matching metric.
-
-    Args:
-        attn: timm's `Attention` module.
-        x: Normalized tokens.
-        bias: Added to the attention logits (proportional attention), or ``None``.
-        with_metric: Also return the keys averaged over heads (after ``k_norm``).
-
-    Returns:
-        The attention output, and the metric or ``None``.
-
-    Shapes:
-        x: [B, N, C]
-        bias: [B, 1, 1, N]
-        returns: [B, N, C], [B, N, D]
-    """
-    if isinstance(attn.k_norm, torch.nn.Identity) or not with_metric:
-        return attn(x, attn_mask=bias), mean_key(attn, x) if with_metric else None
-    batch, num_tokens, _ = x.shape
-    qkv = attn.qkv(x).reshape(batch, num_tokens, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
-    q, k, v = qkv.unbind(0)
-    q, k = attn.q_norm(q), attn.k_norm(k)
-    dropout = attn.attn_drop.p if attn.training else 0.0
-    if attn.fused_attn:
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
-    else:
-        logits = (q * attn.scale) @ k.transpose(-2, -1)
-        if bias is not None:
-            logits = logits + bias
-        out = attn.attn_drop(logits.softmax(dim=-1)) @ v
-    out = attn.norm(out.transpose(1, 2).reshape(batch, num_tokens, attn.attn_dim))
-    if attn.gate is not None:
-        out = out * attn.gate(x).sigmoid()
-    return attn.proj_drop(attn.proj(out)), k.mean(dim=1)
+    dim, heads, head_dim = attn.attn_dim, attn.num_heads, attn.head_dim
+    weight = attn.qkv.weight[dim : 2 * dim]
+    bias = None if attn.qkv.bias is None else attn.qkv.bias[dim : 2 * dim]
+    if isinstance(attn.k_norm, torch.nn.Identity):  # linear keys: average the weights, not the outputs
+        weight = weight.reshape(heads, head_dim, -1).mean(dim=0)
+        bias = None if bias is None else bias.reshape(heads, head_dim).mean(dim=0)
+        return F.linear(x, weight, bias)
+    keys = F.linear(x, weight, bias).unflatten(-1, (heads, head_dim))  # [B, N, H, D]
+    return attn.k_norm(keys).mean(dim=2)

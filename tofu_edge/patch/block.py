@@ -1,14 +1,18 @@
-"""`FusedBlock`: timm's `Block` with a fusion step between the attention and the MLP."""
+"""`FusedBlock`: timm's `Block` with a fusion step between the attention and the MLP, composed once.
+
+The block's three phases are methods, so everything that walks a fused model block by block (the loop
+reference, `tofu_edge.visualize`, `tofu_edge.calibrate`) calls the same code the forward pass runs, and the
+exporter's plugin flavour changes one phase in a subclass.
+"""
 
 from __future__ import annotations
 
 import torch
 from timm.models.vision_transformer import Block
 
-from tofu_edge.ops.match import match_tokens
+from tofu_edge.ops.match import TokenMatch, match_tokens
 from tofu_edge.ops.merge import fuse_tokens
-from tofu_edge.ops.plugin import plugin_step
-from tofu_edge.patch.attention import attend, size_bias
+from tofu_edge.patch.attention import mean_key, size_bias
 from tofu_edge.plan import BlockPlan
 
 __all__ = ["FusedBlock"]
@@ -21,7 +25,6 @@ class FusedBlock(Block):
     """
 
     tofu_step: BlockPlan
-    tofu_plugin_ops: bool = False  # the exporter's plugin flavour sets it on the blocks it traces
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Run the block on tokens of size 1 (the fused model threads sizes through `forward_fused`).
@@ -33,7 +36,7 @@ class FusedBlock(Block):
         return self.forward_fused(x, None)[0]
 
     def forward_fused(self, x: torch.Tensor, size: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Attention, fusion step, MLP.
+        """Attention residual, fusion step, MLP residual.
 
         Args:
             x: Tokens.
@@ -50,12 +53,54 @@ class FusedBlock(Block):
         step = self.tofu_step
         if step.r == 0 and not step.prop_attn:
             return super().forward(x), size  # nothing to change: timm's own block, bit for bit
+        x, metric = self.attention_residual(x, size)
+        x, size, _ = self.fusion_step(x, size, metric)
+        return self.mlp_residual(x), size
+
+    def attention_residual(
+        self, x: torch.Tensor, size: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``x + ls1(attn(norm1(x)))`` through timm's own attention, proportional to ``size`` where the plan says
+        so, and the matching metric of this block (``None`` when it removes nothing).
+
+        Shapes:
+            x: [B, N, C]
+            size: [B, N, 1]
+            returns: [B, N, C], [B, N, D]
+        """
+        step = self.tofu_step
         bias = size_bias(size) if step.prop_attn and size is not None else None
-        attn_out, metric = attend(self.attn, self.norm1(x), bias, with_metric=step.r > 0)
-        x = x + self.drop_path1(self.ls1(attn_out))
-        if step.r > 0 and self.tofu_plugin_ops:
-            x, size = plugin_step(x, size, metric, step.num_prefix, step.r, step.mode)
-        elif step.r > 0:
-            x, size = fuse_tokens(x, size, match_tokens(metric, step.num_prefix, step.r), step.mode)
-        x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
-        return x, size
+        normed = self.norm1(x)
+        metric = mean_key(self.attn, normed) if step.r > 0 else None
+        return x + self.drop_path1(self.ls1(self.attn(normed, attn_mask=bias))), metric
+
+    def fusion_step(
+        self, x: torch.Tensor, size: torch.Tensor | None, metric: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, TokenMatch | None]:
+        """Match and remove this block's ``r`` tokens by its step operation.
+
+        Returns:
+            The kept tokens, their sizes (``None`` while all ones) and the `TokenMatch` that was applied
+            (``None`` when the block removes nothing).
+
+        Shapes:
+            x: [B, N, C]
+            size: [B, N, 1]
+            metric: [B, N, D]
+            returns: [B, N - r, C], [B, N - r, 1]
+        """
+        step = self.tofu_step
+        if step.r == 0:
+            return x, size, None
+        match = match_tokens(metric, step.num_prefix, step.r)
+        x, size = fuse_tokens(x, size, match, step.op)
+        return x, size, match
+
+    def mlp_residual(self, x: torch.Tensor) -> torch.Tensor:
+        """``x + ls2(mlp(norm2(x)))``.
+
+        Shapes:
+            x: [B, N, C]
+            returns: [B, N, C]
+        """
+        return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))

@@ -13,7 +13,7 @@ from tofu_edge.errors import InputShapeError, UnsupportedModelError
 from tofu_edge.patch.block import FusedBlock
 from tofu_edge.plan import FusionPlan, resolve_plan
 
-__all__ = ["fuse", "unfuse", "is_fused", "describe_vit", "SUPPORTED"]
+__all__ = ["fuse", "unfuse", "is_fused", "describe_vit", "embed_tokens", "SUPPORTED"]
 
 SUPPORTED = (
     "timm VisionTransformer and VisionTransformerDistilled models built from the standard Block and "
@@ -42,8 +42,7 @@ class FusedVisionTransformer:
             returns: [B, N_out, C], [B, N_out, 1]
         """
         self._check_images(images)
-        x = self.norm_pre(self.patch_drop(self._pos_embed(self.patch_embed(images))))
-        size = None
+        x, size = embed_tokens(self, images), None
         for block in self.blocks:
             x, size = block.forward_fused(x, size)
         return self.norm(x), size
@@ -128,6 +127,17 @@ def unfuse(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+def embed_tokens(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The token sequence block 0 sees: timm's patch embedding, position embedding with the prefix tokens,
+    patch dropout and pre-norm, called as timm composes them.
+
+    Shapes:
+        images: [B, in_chans, H, W]
+        returns: [B, N, C]
+    """
+    return model.norm_pre(model.patch_drop(model._pos_embed(model.patch_embed(images))))
+
+
 def is_fused(model: torch.nn.Module) -> bool:
     """Whether `fuse` was applied to ``model``."""
     return isinstance(model, FusedVisionTransformer)
@@ -150,7 +160,9 @@ def describe_vit(model: torch.nn.Module) -> ViTArch:
     _refuse_unless(model.global_pool in _POOLS, f"{name} pools with global_pool={model.global_pool!r}")
     _refuse_unless(not model.pool_include_prefix, f"{name} includes prefix tokens in its pooling")
     for index, block in enumerate(model.blocks):
-        _refuse_unless(type(block) in (Block, FusedBlock), f"{name} block {index} is a {type(block).__name__}")
+        _refuse_unless(
+            type(block) is Block or isinstance(block, FusedBlock), f"{name} block {index} is a {type(block).__name__}"
+        )
         _refuse_unless(type(block.attn) is Attention, f"{name} block {index} attends with {type(block.attn).__name__}")
 
     attn = model.blocks[0].attn

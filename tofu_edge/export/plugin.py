@@ -2,46 +2,38 @@
 
 `tofu_edge::match` and `tofu_edge::merge` are torch custom ops whose eager kernels are the vectorized
 ops; at export they become ``TofuMatch`` / ``TofuMerge`` nodes in domain ``ai.onnx.contrib`` with the
-attributes that ``plugin_specs.json`` (shared with the C++ plugins) declares. `register_reference_ops`
-gives onnxruntime-extensions Python kernels running the loop reference, so the same file runs on a CPU.
+attributes that ``plugin_specs.json`` (shared with the C++ plugins in ``kernels/``) declares. The exporter
+swaps the fused blocks of its own copy of the model to `PluginFusedBlock`, whose fusion step calls them.
+`register_reference_ops` gives onnxruntime-extensions Python kernels running the loop reference, so the same
+file runs on a CPU.
 """
 
 # No `from __future__ import annotations` here: torch.onnx reads the translation functions' annotations
 # (`int` marks an ONNX attribute) and does not resolve string annotations.
-import json
 from functools import cache
-from pathlib import Path
 
 import numpy as np
 import onnxscript
 import torch
 from onnx.defs import OpSchema
 
-from tofu_edge.config import Mode
+from tofu_edge.config import StepOp
+from tofu_edge.export.plugin_spec import MODE_CODES, PLUGIN_SPECS, plugin_attributes
 from tofu_edge.ops.match import TokenMatch, cosine_scores, match_scores
 from tofu_edge.ops.merge import fuse_tokens
+from tofu_edge.ops.reference import reference_match, reference_merge
+from tofu_edge.patch.block import FusedBlock
 
 __all__ = [
-    "SPEC_PATH",
-    "PLUGIN_SPECS",
-    "MODE_CODES",
-    "plugin_attributes",
     "plugin_step",
+    "PluginFusedBlock",
+    "use_plugin_blocks",
     "translation_table",
     "register_reference_ops",
     "enable_reference_ops",
 ]
 
-# one spec for the Python exporter and the C++ plugins (kernels/ generates its header from it)
-SPEC_PATH = Path(__file__).parents[1] / "export" / "plugin_specs.json"
-PLUGIN_SPECS = json.loads(SPEC_PATH.read_text())
-MODE_CODES = {Mode(name): code for name, code in PLUGIN_SPECS["plugins"]["TofuMerge"]["modes"].items()}
-_MODES = {code: mode for mode, code in MODE_CODES.items()}
-
-
-def plugin_attributes(name: str) -> dict[str, str]:
-    """The string attributes every node of plugin ``name`` carries: its version and namespace."""
-    return {"plugin_version": PLUGIN_SPECS["plugins"][name]["version"], "plugin_namespace": PLUGIN_SPECS["namespace"]}
+_OPS = {code: op for op, code in MODE_CODES.items()}
 
 
 @torch.library.custom_op("tofu_edge::match", mutates_args=())
@@ -76,7 +68,7 @@ def merge_op(
         returns: [B, N - r, C], [B, N - r, 1]
     """
     match = TokenMatch(order=order.to(torch.int64), dst_slot=dst_slot.to(torch.int64), r=r)
-    return fuse_tokens(x, size, match, _MODES[mode])
+    return fuse_tokens(x, size, match, _OPS[mode])
 
 
 @merge_op.register_fake
@@ -86,20 +78,54 @@ def _merge_shapes(x, size, order, dst_slot, num_tokens, r, mode):
 
 
 def plugin_step(
-    x: torch.Tensor, size: torch.Tensor | None, metric: torch.Tensor, num_prefix: int, r: int, mode: Mode
-) -> tuple[torch.Tensor, torch.Tensor]:
+    x: torch.Tensor, size: torch.Tensor | None, metric: torch.Tensor, num_prefix: int, r: int, op: StepOp
+) -> tuple[torch.Tensor, torch.Tensor, TokenMatch]:
     """One fusion step through the two custom ops (the plugin flavour of `match_tokens` + `fuse_tokens`).
 
     Shapes:
         x: [B, N, C]
         size: [B, N, 1]
         metric: [B, N, Ck]
-        returns: [B, N - r, C], [B, N - r, 1]
+        returns: [B, N - r, C], [B, N - r, 1], and the match as int64 indices
     """
     num_tokens = x.shape[1]
     order, dst_slot = torch.ops.tofu_edge.match(cosine_scores(metric, num_prefix), num_tokens, num_prefix, r)
     size = torch.ones_like(x[..., :1]) if size is None else size
-    return torch.ops.tofu_edge.merge(x, size, order, dst_slot, num_tokens, r, MODE_CODES[mode])
+    x, size = torch.ops.tofu_edge.merge(x, size, order, dst_slot, num_tokens, r, MODE_CODES[op])
+    return x, size, TokenMatch(order=order.long(), dst_slot=dst_slot.long(), r=r)
+
+
+class PluginFusedBlock(FusedBlock):
+    """A `FusedBlock` whose fusion step is the two plugin ops, for the exporter's plugin flavour."""
+
+    def fusion_step(
+        self, x: torch.Tensor, size: torch.Tensor | None, metric: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, TokenMatch | None]:
+        """`FusedBlock.fusion_step` through ``TofuMatch`` + ``TofuMerge`` (sizes always present).
+
+        Shapes:
+            x: [B, N, C]
+            size: [B, N, 1]
+            metric: [B, N, D]
+            returns: [B, N - r, C], [B, N - r, 1]
+        """
+        step = self.tofu_step
+        if step.r == 0:
+            return x, size, None
+        return plugin_step(x, size, metric, step.num_prefix, step.r, step.op)
+
+
+def use_plugin_blocks(model: torch.nn.Module) -> torch.nn.Module:
+    """Swap the fused blocks of ``model`` (in place, as `tofu_edge.fuse` swaps classes) to `PluginFusedBlock`.
+
+    Raises:
+        ValueError: ``model`` is not fused.
+    """
+    if not all(isinstance(block, FusedBlock) for block in model.blocks):
+        raise ValueError("use_plugin_blocks needs a fused model: call tofu_edge.fuse(model, config) first")
+    for block in model.blocks:
+        block.__class__ = PluginFusedBlock
+    return model
 
 
 @cache
@@ -151,8 +177,6 @@ def register_reference_ops() -> None:
     """
     from onnxruntime_extensions import PyCustomOpDef, onnx_op
 
-    from tofu_edge.ops.reference import reference_match, reference_merge
-
     ints = {name: PyCustomOpDef.dt_int64 for name in ("num_tokens", "num_prefix", "r", "mode")}
     strings = {name: PyCustomOpDef.dt_string for name in ("plugin_version", "plugin_namespace")}
     f32, i32 = PyCustomOpDef.dt_float, PyCustomOpDef.dt_int32
@@ -181,7 +205,7 @@ def register_reference_ops() -> None:
                 order[b].tolist(),
                 dst_slot[b].tolist(),
                 r,
-                _MODES[mode],
+                _OPS[mode],
             )
             for b in range(x.shape[0])
         ]

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tofu_edge.engine.backend import recording_logger
+from tofu_edge.engine.backend import format_parser_error, recording_logger
 from tofu_edge.errors import ConfigError, ExportError, MissingDependencyError
 
 __all__ = ["TensorRTCheck", "check_with_tensorrt_rtx", "tensorrt_rtx_available"]
@@ -109,7 +109,7 @@ def check_with_tensorrt_rtx(
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)
     parsed = bool(parser.parse_from_file(str(path)))
-    errors = [_parser_error(parser.get_error(i)) for i in range(parser.num_errors)]
+    errors = [format_parser_error(parser.get_error(i)) for i in range(parser.num_errors)]
     parsed = parsed and not errors
 
     engine_bytes = 0
@@ -159,18 +159,3 @@ def _add_unit_profile(builder: Any, network: Any, config: Any) -> None:
         shape = tuple(1 if dim < 0 else dim for dim in tensor.shape)
         profile.set_shape(tensor.name, shape, shape, shape)
     config.add_optimization_profile(profile)
-
-
-def _parser_error(error: Any) -> str:
-    """One line for a ``ParserError``: ``node 12 'name' (Op): CODE: description``.
-
-    TensorRT leaves the node index at -1 for some attribute errors; the importer function (``importScatterElements``)
-    still names the op then.
-    """
-    code = str(error.code()).rsplit(".", 1)[-1]
-    if error.node() >= 0:
-        where = f"node {error.node()} {error.node_name()!r} ({error.node_operator()})"
-    else:
-        func = error.func()
-        where = func.removeprefix("import") if func.startswith("import") else f"graph ({func})"
-    return f"{where}: {code}: {error.desc()}"

@@ -1,0 +1,95 @@
+"""The library's closed choices beside the fusion modes: ONNX flavour, benchmark backend, device, onnxruntime
+provider, calibration method and visualisation colours, as ``str`` enums (like `tofu_edge.Mode`), and
+`parse_choice`, which turns a user's value into one. The Python API and the CLI both go through it, so they
+refuse the same bad input with the same message. Nothing here imports torch or a runtime.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import TypeVar
+
+from tofu_edge.errors import ConfigError
+
+__all__ = ["parse_choice", "Flavor", "Backend", "Device", "OrtProvider", "CalibrationMethod", "GroupColours"]
+
+E = TypeVar("E", bound=Enum)
+
+
+class _Choice(str, Enum):
+    def __str__(self) -> str:
+        return self.value
+
+
+class Flavor(_Choice):
+    """The two ONNX flavours of one fused model (docs/design.md, "Two ONNX flavours")."""
+
+    PORTABLE = "portable"  # standard ops only: onnxruntime anywhere, TensorRT >= 8.5
+    PLUGIN = "plugin"  # each fusion step as TofuMatch + TofuMerge nodes for the TensorRT plugins
+
+
+class Backend(_Choice):
+    """Where `tofu-edge bench` runs a model name: eager PyTorch, exported to onnxruntime, or built for TensorRT."""
+
+    TORCH = "torch"
+    ONNXRUNTIME = "onnxruntime"
+    TENSORRT = "tensorrt"
+
+
+class Device(_Choice):
+    """The PyTorch device (for onnxruntime: the default provider)."""
+
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+class OrtProvider(_Choice):
+    """onnxruntime execution providers tofu-edge runs on."""
+
+    CPU = "cpu"
+    CUDA = "cuda"
+    TENSORRT = "tensorrt"
+
+    @property
+    def execution_provider(self) -> str:
+        """onnxruntime's own name of the provider."""
+        return _EXECUTION_PROVIDERS[self]
+
+
+_EXECUTION_PROVIDERS = {
+    OrtProvider.CPU: "CPUExecutionProvider",
+    OrtProvider.CUDA: "CUDAExecutionProvider",
+    OrtProvider.TENSORRT: "TensorrtExecutionProvider",
+}
+
+
+class CalibrationMethod(_Choice):
+    """How `tofu-edge calibrate` chooses: end-to-end search over switches, or the per-block linearity probe."""
+
+    SEARCH = "search"
+    PROBE = "probe"
+
+
+class GroupColours(_Choice):
+    """How `tofu-edge visualize` paints token groups: their mean colour (as ToMe draws it) or a random one."""
+
+    AVERAGE = "average"
+    RANDOM = "random"
+
+
+def parse_choice(kind: type[E], value: E | str, what: str) -> E:
+    """``value`` as a member of the enum ``kind``.
+
+    Args:
+        kind: A ``str`` enum.
+        value: A member, or its string value.
+        what: The option's name, for the message (``"mode"``, ``"backend"``).
+
+    Raises:
+        ConfigError: ``value`` is not one of the choices (they are listed).
+    """
+    try:
+        return kind(value)
+    except ValueError:
+        choices = ", ".join(str(member.value) for member in kind)
+        raise ConfigError(f"unknown {what} {value!r}; choose one of {choices}") from None

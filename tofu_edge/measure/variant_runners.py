@@ -1,0 +1,91 @@
+"""The runner of one variant in each backend: a model name's variant fused (and exported, and built) or a model
+file opened as it is, after checking that the backend is installed. `tofu_edge.measure.bench` times them."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from tofu_edge.choices import Backend, Device, OrtProvider
+from tofu_edge.errors import ConfigError
+from tofu_edge.export import available_provider, ort_session
+from tofu_edge.measure.latency import Runner, engine_runner, ort_runner, torch_runner
+
+__all__ = ["check_backend", "model_runner", "file_runner", "SEED"]
+
+SEED = 0
+
+
+def check_backend(
+    backend: Backend, device: Device, ort_provider: OrtProvider | str | None, fp16: bool, batch: int
+) -> OrtProvider | None:
+    """Validate the options and that the backend is installed, before any slow work; the onnxruntime provider."""
+    if batch < 1:
+        raise ConfigError(f"batch must be >= 1, got {batch}")
+    if fp16 and backend is not Backend.TENSORRT:
+        raise ConfigError("--fp16 applies to TensorRT engines; torch and onnxruntime run fp32 here")
+    if backend is Backend.TORCH and device is Device.CUDA:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("--device cuda: torch sees no CUDA device (or this torch build has no CUDA)")
+    if backend is Backend.TENSORRT:
+        from tofu_edge.engine.backend import import_cudart, import_tensorrt
+
+        import_tensorrt()
+        import_cudart()
+        return None
+    if backend is Backend.ONNXRUNTIME:
+        default = OrtProvider.CUDA if device is Device.CUDA else OrtProvider.CPU
+        return available_provider(ort_provider or default)
+    return None
+
+
+def model_runner(variant, base, images, backend, device, provider, folder, fp16, compile, timing, stack) -> Runner:
+    """The variant's runner: the (fused copy of the) model in PyTorch, or exported (and built) first."""
+    if backend is Backend.TORCH:
+        import torch
+
+        from tofu_edge.patch import fuse
+
+        module = base if variant.config is None else fuse(copy.deepcopy(base), variant.config)
+        module = module.to(device.value)
+        if compile:
+            module = torch.compile(module)
+        return torch_runner(variant.name, module, images.to(device.value))
+    from tofu_edge.export import export_onnx
+
+    stem = "".join(c if c.isalnum() else "_" for c in variant.name)
+    onnx_path = folder / f"{stem}.onnx"
+    export_onnx(base, onnx_path, variant.config, batch=images.shape[0])  # fuses a copy; parity checked
+    if backend is Backend.ONNXRUNTIME:
+        session = ort_session(onnx_path, provider=provider, threads=timing.threads, spinning=timing.ort_spinning)
+        return ort_runner(variant.name, session, images.numpy())
+    from tofu_edge.engine import EngineRunner, build_engine
+
+    engine_path = folder / f"{stem}.engine"
+    build_engine(onnx_path, engine_path, fp16=fp16)
+    engine = stack.enter_context(EngineRunner(engine_path))
+    return engine_runner(variant.name, engine, images.numpy())
+
+
+def file_runner(name, path, backend, provider, batch, timing, plugins, stack) -> tuple[Runner, dict]:
+    generator = np.random.default_rng(SEED)
+    if backend is Backend.ONNXRUNTIME:
+        from tofu_edge.engine.sidecar import inspect_onnx
+
+        info = inspect_onnx(path)
+        shape = [batch if d < 0 else d for d in info.inputs[0].shape]
+        session = ort_session(path, provider=provider, threads=timing.threads, spinning=timing.ort_spinning)
+        images = generator.standard_normal(shape, dtype=np.float32)
+        return ort_runner(name, session, images), {"plan": info.metadata.get("plan"), "batch": shape[0]}
+    from tofu_edge.engine import EngineRunner
+
+    engine = stack.enter_context(EngineRunner(path, plugins=list(plugins) or None))
+    shape = [batch if d < 0 else d for d in engine.inputs[0].shape]
+    sidecar = engine.sidecar or {}
+    meta = {"plan": sidecar.get("onnx", {}).get("metadata", {}).get("plan"), "batch": shape[0]}
+    if "precision" in sidecar:
+        meta["precision"] = sidecar["precision"]
+    return engine_runner(name, engine, generator.standard_normal(shape, dtype=np.float32)), meta
