@@ -13,8 +13,10 @@ from pathlib import Path
 import torch
 
 import tofu_edge
-from benchmarks.common import RESULTS, environment, interleaved_latency, summarize, write_json
+from benchmarks.common import RESULTS, environment, write_json
 from tofu_edge import FusionConfig
+from tofu_edge.measure import measure_interleaved, paired_speedup, torch_runner
+from tofu_edge.stats import LatencyStats
 
 
 def main() -> None:
@@ -42,14 +44,11 @@ def main() -> None:
     results = []
     for batch in map(int, args.batches.split(",")):
         images = torch.randn(batch, 3, *base.patch_embed.img_size)
-        runs = {name: _runner(model, images) for name, (model, _) in variants.items()}
-        per_round = 4 if batch == 1 else 1
-        samples = interleaved_latency(
-            runs, rounds=args.rounds * (2 if batch == 1 else 1), per_round=per_round, warmup=2
-        )
-        baseline = summarize(samples["unfused"], batch)
+        runners = [torch_runner(name, model, images) for name, (model, _) in variants.items()]
+        rounds = args.rounds * (8 if batch == 1 else 1)  # many more short calls at batch 1
+        samples = measure_interleaved(runners, warmup=2, iterations=rounds)
         for name, (_, plan) in variants.items():
-            stats = summarize(samples[name], batch)
+            stats = LatencyStats.from_samples(samples[name], batch).to_dict()
             gmacs = plan.macs / 1e9 if plan else unfused_gmacs
             results.append(
                 {
@@ -57,14 +56,19 @@ def main() -> None:
                     "batch": batch,
                     "gmacs": gmacs,
                     "plan": plan.to_dict() if plan else None,
-                    "speedup": baseline["median_ms"] / stats["median_ms"],
+                    "speedup": paired_speedup(samples["unfused"], samples[name]),
                     "ideal_speedup": unfused_gmacs / gmacs,
                     **stats,
                 }
             )
             print(f"b={batch} {name:12s} {stats['median_ms']:8.1f} ms  x{results[-1]['speedup']:.2f}", flush=True)
 
-    env = {**environment(), "model": args.model, "weights": "random (timm init, seed 0)", "precision": "fp32"}
+    env = {
+        **environment(args.threads),
+        "model": args.model,
+        "weights": "random (timm init, seed 0)",
+        "precision": "fp32",
+    }
     write_json(Path(args.output), {"environment": env, "results": results})
     print("\n| variant | GMACs | ideal | b=1 speed-up | b=8 speed-up |\n|---|---|---|---|---|")
     for name in variants:
@@ -72,14 +76,6 @@ def main() -> None:
         speedups = " | ".join(f"{rows[b]['speedup']:.2f}x" if b in rows else "-" for b in (1, 8))
         first = next(iter(rows.values()))
         print(f"| {name} | {first['gmacs']:.2f} | {first['ideal_speedup']:.2f}x | {speedups} |")
-
-
-def _runner(model: torch.nn.Module, images: torch.Tensor):
-    def run():
-        with torch.inference_mode():
-            return model(images)
-
-    return run
 
 
 if __name__ == "__main__":

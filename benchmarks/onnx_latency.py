@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -21,11 +20,12 @@ from unittest import mock
 
 import numpy as np
 
-from benchmarks.common import RESULTS, environment, summarize, write_json
+from benchmarks.common import RESULTS, environment, write_json
 from tofu_edge import FusionConfig
-from tofu_edge.export import export_onnx
-from tofu_edge.export.onnx import versions
-from tofu_edge.measure.latency import ort_session
+from tofu_edge.export import export_onnx, ort_session
+from tofu_edge.measure import measure_interleaved, ort_runner, paired_speedup
+from tofu_edge.patch import FusedBlock
+from tofu_edge.stats import LatencyStats
 
 
 def main() -> None:
@@ -81,7 +81,7 @@ def main() -> None:
             for name, report in reports.items():
                 times = np.array(samples[name])
                 ideal = report.plan.unfused_macs / report.plan.macs
-                speedup = float(statistics.median(base / times))
+                speedup = paired_speedup(samples["unfused"], samples[name])
                 results.append(
                     {
                         "variant": name,
@@ -93,7 +93,7 @@ def main() -> None:
                         "speedup_of_fastest": float(base.min() / times.min()),
                         "onnx_nodes": sum(report.ops.values()),
                         "plan": report.plan.to_dict(),
-                        **summarize(list(times), batch),
+                        **LatencyStats.from_samples(samples[name], batch).to_dict(),
                     }
                 )
                 print(
@@ -101,8 +101,7 @@ def main() -> None:
                 )
 
     env = {
-        **environment(),
-        **versions(),
+        **environment(args.threads),
         "model": args.model,
         "ort_threads": args.threads,
         "ort_allow_spinning": args.spinning,
@@ -125,30 +124,22 @@ def _static_drop():
     """Diagnostic only: blocks keep their first N - r tokens, no matching, so the model has the fused token
     counts and none of the fusion step's ops. Its speed-up is the ceiling this runtime allows."""
 
-    def keep_first(x, size, r, mode):
-        return x[:, : x.shape[1] - r], size
+    def keep_first(block, x, size, metric):
+        r = block.tofu_step.r
+        return x[:, : x.shape[1] - r], size, None
 
-    with (
-        mock.patch("tofu_edge.patch.block.match_tokens", lambda metric, num_prefix, r: r),
-        mock.patch("tofu_edge.patch.block.fuse_tokens", keep_first),
-    ):
+    with mock.patch.object(FusedBlock, "fusion_step", keep_first):
         yield
 
 
 def _paired_latency(reports: dict, batch: int, rounds: int, threads: int, spinning: bool) -> dict[str, list[float]]:
-    """Seconds per call of every session, round-robin with one call each per round."""
-    sessions = {name: ort_session(r.onnx_path, threads=threads, spinning=spinning) for name, r in reports.items()}
+    """Milliseconds per call of every session, round-robin with one call each per round."""
     images = np.random.default_rng(0).standard_normal((batch, 3, 224, 224), dtype=np.float32)
-    for session in sessions.values():
-        for _ in range(3):
-            session.run(None, {"images": images})
-    samples: dict[str, list[float]] = {name: [] for name in sessions}
-    for _ in range(rounds):
-        for name, session in sessions.items():
-            start = time.perf_counter()
-            session.run(None, {"images": images})
-            samples[name].append(time.perf_counter() - start)
-    return samples
+    runners = [
+        ort_runner(name, ort_session(r.onnx_path, threads=threads, spinning=spinning), images)
+        for name, r in reports.items()
+    ]
+    return measure_interleaved(runners, warmup=3, iterations=rounds)
 
 
 if __name__ == "__main__":
