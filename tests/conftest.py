@@ -1,11 +1,16 @@
-"""Tiny, seeded configurations of the real timm models that fusion supports."""
+"""Fixtures shared across test folders: tiny seeded timm models, their exported ONNX files, stand-ins for TensorRT."""
 
 from __future__ import annotations
+
+import sys
 
 import pytest
 import torch
 
 import tofu_edge
+import tofu_edge.engine.runner
+from tests.stubs.stub_runtime import add_stub_runtime, make_stub_cudart
+from tests.stubs.stub_tensorrt import make_stub_tensorrt
 
 TINY = dict(img_size=32, patch_size=8, embed_dim=48, depth=4, num_heads=3)
 
@@ -19,6 +24,7 @@ FAMILIES = {
     "qk_norm": ("vit_small_patch16_224", dict(qk_norm=True)),
     "avg_pool": ("vit_medium_patch16_gap_256", {}),
 }
+FUSION = tofu_edge.FusionConfig(r=2)  # the schedule of the tiny ONNX files
 
 
 def tiny_model(family: str, fused_attn: bool = True, seed: int = 0) -> torch.nn.Module:
@@ -44,3 +50,69 @@ def images_for(model: torch.nn.Module, batch: int = 2, seed: int = 1) -> torch.T
 @pytest.fixture(params=sorted(FAMILIES))
 def family(request) -> str:
     return request.param
+
+
+# --- tiny exported ONNX files (session-scoped: each is exported once per run) -----------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory):
+    """A tiny fused ViT exported with a static batch of 1: ``images`` [1, 3, 32, 32] -> ``logits``."""
+    path = tmp_path_factory.mktemp("onnx") / "vit_static.onnx"
+    return tofu_edge.export_onnx(tiny_model("vit"), path, FUSION).onnx_path
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_dynamic(tmp_path_factory):
+    """The same model with a dynamic batch axis."""
+    path = tmp_path_factory.mktemp("onnx") / "vit_dynamic.onnx"
+    return tofu_edge.export_onnx(tiny_model("vit"), path, FUSION, dynamic_batch=True, batch=2).onnx_path
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_plugin(tmp_path_factory):
+    """The same model, plugin flavour: every fusion step a ``TofuMatch`` and a ``TofuMerge`` node."""
+    path = tmp_path_factory.mktemp("onnx") / "vit_plugin.onnx"
+    return tofu_edge.export_onnx(tiny_model("vit"), path, FUSION, flavor="plugin").onnx_path
+
+
+# --- TensorRT and cuda-python: stand-ins (tests/stubs), their absence, and the real thing -------------------------
+
+
+@pytest.fixture
+def stub_trt(monkeypatch):
+    """Install the stand-in as ``tensorrt`` for one test; returns it (``.calls`` records each build)."""
+    module = make_stub_tensorrt()
+    monkeypatch.setitem(sys.modules, "tensorrt", module)
+    return module
+
+
+@pytest.fixture
+def no_tensorrt(monkeypatch):
+    """Make ``import tensorrt`` fail even where TensorRT is installed."""
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+
+
+@pytest.fixture
+def cudart(stub_trt, monkeypatch):
+    """Stand-ins for TensorRT (build and run side) and cuda-python; returns the cudart stand-in."""
+    rt = make_stub_cudart()
+    add_stub_runtime(stub_trt, rt)
+    monkeypatch.setattr(tofu_edge.engine.runner, "import_cudart", lambda: rt)
+    return rt
+
+
+@pytest.fixture(scope="module")
+def tensorrt_gpu():
+    """Skip the module's tests unless TensorRT, cuda-python and a CUDA device are all here."""
+    pytest.importorskip("tensorrt", reason="TensorRT is not installed (pip install tensorrt or NVIDIA's container)")
+    from tofu_edge.engine.backend import import_cudart
+    from tofu_edge.errors import MissingDependencyError
+
+    try:
+        cudart = import_cudart()
+    except MissingDependencyError as error:
+        pytest.skip(str(error))
+    status, count = cudart.cudaGetDeviceCount()
+    if status != cudart.cudaError_t.cudaSuccess or count == 0:
+        pytest.skip(f"no CUDA device ({status})")

@@ -1,17 +1,14 @@
-"""`calibrate_switch` and `tofu-edge calibrate`: the linearity probe picks where merging starts."""
+"""`calibrate_switch`: the linearity probe picks where merging starts."""
 
 import copy
-import json
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 import tofu_edge
 from tests.conftest import images_for, tiny_model
 from tofu_edge import FusionConfig
 from tofu_edge.calibrate import calibrate_switch
-from tofu_edge.cli import app
 
 
 def make_affine(block):
@@ -51,26 +48,3 @@ def test_blocks_without_reduction_do_not_count():
     result = calibrate_switch(model, images_for(model, batch=2), FusionConfig(r=[2, 0, 2, 0]))
     assert [p.r for p in result.probes] == [2, 0, 2, 0]
     assert result.probes[1].merge_error == result.probes[1].prune_error == 0.0
-
-
-def test_cli_prints_the_switch_and_json(tmp_path):
-    runner = CliRunner()
-    result = runner.invoke(
-        app, ["calibrate", "deit_tiny_patch16_224", "--img-size", "32", "--r", "1,1", "--limit", "3", "--json"]
-    )
-    assert result.exit_code == 0, result.output
-    probe = json.loads(result.stdout)
-    assert probe["images"] == 3 and len(probe["blocks"]) == 12 and 0 <= probe["switch"] <= 12
-    table = runner.invoke(
-        app, ["calibrate", "deit_tiny_patch16_224", "--img-size", "32", "--r", "1", "--limit", "2", "--clamp"]
-    )
-    assert table.exit_code == 0 and "--mode tofu --switch" in table.stdout
-
-
-@pytest.mark.parametrize(
-    "args, message",
-    [(["no_such_vit"], "unknown model"), (["deit_tiny_patch16_224", "/nope"], "image folder /nope does not exist")],
-)
-def test_cli_bad_input(args, message):
-    result = CliRunner().invoke(app, ["calibrate", *args])
-    assert result.exit_code == 2 and message in result.stderr

@@ -1,24 +1,17 @@
-"""`tofu-edge visualize`: the source matrix follows every patch through fusion, and the picture is written."""
+"""`track_sources`: the source matrix follows every patch through fusion; the groups and their picture."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
 import tofu_edge
 from tests.conftest import images_for, tiny_model
-from tofu_edge.cli import app
 from tofu_edge.errors import ConfigError
 from tofu_edge.visualize import patch_groups, render_groups, track_sources
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TOKEN_TOLERANCE = 1e-5
-
-cli = CliRunner()
 
 # tiny models have 16 patches and 4 blocks; (family, config) pairs cover prune, MLERP and mean, 1 and 2 prefixes
 CASES = [
@@ -70,52 +63,3 @@ def test_patch_groups_and_render_mark_pruned_patches():
     image = np.full((16, 16, 3), 200, dtype=np.uint8)
     picture = render_groups(image, groups, "legend", colours="random")
     assert picture.dtype == np.uint8 and picture.ndim == 3 and picture.shape[1] > 2 * picture.shape[0] - 200
-
-
-@pytest.fixture
-def photo(tmp_path) -> Path:
-    from PIL import Image
-
-    pixels = np.random.default_rng(0).integers(0, 256, size=(48, 64, 3), dtype=np.uint8)
-    path = tmp_path / "photo.jpg"
-    Image.fromarray(pixels).save(path)
-    return path
-
-
-def run(*args):
-    return cli.invoke(app, ["visualize", *(str(a) for a in args)])
-
-
-def test_cli_writes_a_png(photo, tmp_path):
-    output = tmp_path / "out" / "fused.png"
-    result = run(
-        "deit_tiny_patch16_224",
-        photo,
-        "--img-size",
-        32,
-        "--r",
-        "1,1",
-        "--mode",
-        "tofu",
-        "--switch",
-        "2",
-        "--output",
-        output,
-    )
-    assert result.exit_code == 0, result.output
-    assert output.read_bytes().startswith(PNG_SIGNATURE)
-    assert "wrote" in result.stdout and "2 patches pruned" in result.stdout  # blocks 0-1 prune one each
-
-
-@pytest.mark.parametrize("problem", ["missing", "unreadable", "not_png"])
-def test_bad_input_is_one_line(photo, tmp_path, problem):
-    image = {"missing": tmp_path / "nope.jpg", "unreadable": tmp_path / "bad.jpg", "not_png": photo}[problem]
-    (tmp_path / "bad.jpg").write_bytes(b"not an image")
-    output = tmp_path / ("fused.svg" if problem == "not_png" else "fused.png")
-    result = run("deit_tiny_patch16_224", image, "--img-size", 32, "--output", output)
-    assert result.exit_code == 2, result.output
-    message = {"missing": f"image {image} does not exist", "unreadable": f"cannot read image {image}"}.get(
-        problem, "--output writes a PNG"
-    )
-    assert result.stderr.startswith(f"error: {message}") and result.stderr.strip().count("\n") == 0
-    assert not output.exists()

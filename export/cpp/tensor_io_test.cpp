@@ -1,4 +1,4 @@
-// Host-only checks of tensor_io, driven by tests/engine (which compares with the Python preprocessing) and ctest.
+// Host-only checks of tensor_io, driven by tests/apps (which compares with the Python preprocessing) and ctest.
 //
 //   tofu_tensor_io_test normalize IN.ppm OUT.bin [MEAN STD]   write the normalized CHW float32 tensor
 //   tofu_tensor_io_test topk IN.bin COUNT K                   print "index probability" lines, best first

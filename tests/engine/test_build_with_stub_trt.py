@@ -1,6 +1,6 @@
 """`build_engine` end to end against the TensorRT stand-in: what it asks the builder for and what it writes.
 
-The stand-in (tests/engine/stub_tensorrt.py) only records the calls; the real builder is exercised by the
+The stand-in (tests/stubs/stub_tensorrt.py) only records the calls; the real builder is exercised by the
 `trt`/`gpu` tests in test_engine_gpu.py.
 """
 
@@ -10,10 +10,8 @@ import json
 import sys
 
 import pytest
-from typer.testing import CliRunner
 
-from tests.engine.stub_tensorrt import PLUGIN_HEADER, make_stub_tensorrt
-from tofu_edge.cli import app
+from tests.stubs.stub_tensorrt import PLUGIN_HEADER, make_stub_tensorrt
 from tofu_edge.engine import EngineError, build_engine, sidecar_path
 from tofu_edge.errors import ConfigError
 
@@ -94,23 +92,3 @@ def test_a_failed_build_writes_nothing(monkeypatch, tiny_onnx, tmp_path):
     with pytest.raises(EngineError, match="could not build vit_static.onnx: stub: out of workspace"):
         build_engine(tiny_onnx, tmp_path / "m.engine", timing_cache=cache)
     assert list(tmp_path.iterdir()) == []
-
-
-def test_build_command_prints_the_sidecar_as_json(stub_trt, tiny_onnx_dynamic, tmp_path):
-    result = CliRunner(env={"TOFU_EDGE_PLUGINS": None}).invoke(
-        app, ["build", str(tiny_onnx_dynamic), "-o", str(tmp_path / "m.engine"), "--fp16", "--max-batch", "4", "--json"]
-    )
-    assert result.exit_code == 0, result.output
-    data = json.loads(result.stdout)
-    assert data["precision"] == "fp16" and data["batch_profile"] == {"min": 1, "opt": 4, "max": 4}
-
-
-def test_build_command_summary(stub_trt, tiny_onnx, tmp_path):
-    result = CliRunner(env={"TOFU_EDGE_PLUGINS": None}).invoke(
-        app, ["build", str(tiny_onnx), "-o", str(tmp_path / "m.engine")]
-    )
-    assert result.exit_code == 0, result.output
-    lines = result.stdout.splitlines()
-    assert lines[0].startswith(f"wrote {tmp_path / 'm.engine'} (") and "m.engine.json" in lines[0]
-    assert lines[1] == "TensorRT 10.99.0-stub, fp32 (TF32 allowed), static batch"
-    assert lines[2] == "input  images [1, 3, 32, 32] float32"

@@ -1,12 +1,12 @@
 """Real TensorRT on a real GPU: build engines from tiny exported models, run them, compare with onnxruntime.
 
 Marked ``gpu`` and ``trt`` (left out of the default run; ``pytest -m "gpu or trt" tests/engine``) and skipped with a
-reason where TensorRT, cuda-python or a CUDA device is missing.
+reason where TensorRT, cuda-python or a CUDA device is missing. The `build`/`run` commands and the C++ app on a real
+GPU are in tests/cli/test_run_command.py and tests/apps/test_cpp_app.py.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -15,16 +15,13 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from PIL import Image
-from typer.testing import CliRunner
 
 import tofu_edge
 from tests.conftest import images_for, tiny_model
-from tofu_edge.cli import app
-from tofu_edge.engine import EngineError, EngineRunner, build_engine, load_input, read_sidecar
+from tofu_edge.engine import EngineError, EngineRunner, build_engine, read_sidecar
 from tofu_edge.errors import InputShapeError
 
-pytestmark = [pytest.mark.gpu, pytest.mark.trt]
+pytestmark = [pytest.mark.gpu, pytest.mark.trt, pytest.mark.usefixtures("tensorrt_gpu")]
 
 ROOT = Path(__file__).resolve().parents[2]
 FP32_MAX_ABS = 1e-4  # strict fp32 (TF32 off) against onnxruntime's fp32 on the CPU
@@ -32,22 +29,6 @@ FP32_MIN_COSINE = 0.99999
 FP16_MIN_COSINE = 0.995  # fp16 kernels: about 3 decimal digits, and a near-tie may pick another source token
 PLUGIN_MAX_ABS = 1e-3  # plugin kernels against the portable graph's ops, both fp32
 PLUGIN_MIN_COSINE = 0.9999
-
-
-@pytest.fixture(scope="module", autouse=True)
-def gpu():
-    """Skip the module unless TensorRT, cuda-python and a CUDA device are all here."""
-    pytest.importorskip("tensorrt", reason="TensorRT is not installed (pip install tensorrt or NVIDIA's container)")
-    from tofu_edge.engine.backend import import_cudart
-    from tofu_edge.errors import MissingDependencyError
-
-    try:
-        cudart = import_cudart()
-    except MissingDependencyError as error:
-        pytest.skip(str(error))
-    status, count = cudart.cudaGetDeviceCount()
-    if status != cudart.cudaError_t.cudaSuccess or count == 0:
-        pytest.skip(f"no CUDA device ({status})")
 
 
 def onnxruntime_outputs(onnx_path: Path, images: np.ndarray) -> np.ndarray:
@@ -125,24 +106,6 @@ def test_the_plan_is_plain_for_trtexec(tiny_onnx, tmp_path):
     assert result.returncode == 0, result.stdout[-2000:]
 
 
-def test_build_and_run_commands(tiny_onnx, tmp_path):
-    engine = tmp_path / "m.engine"
-    built = CliRunner(env={"TOFU_EDGE_PLUGINS": None}).invoke(
-        app, ["build", str(tiny_onnx), "-o", str(engine), "--no-tf32"]
-    )
-    assert built.exit_code == 0, built.output
-    rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(tmp_path / "cat.png")
-    ran = CliRunner(env={"TOFU_EDGE_PLUGINS": None}).invoke(
-        app, ["run", str(engine), str(tmp_path / "cat.png"), "--top", "3", "--json"]
-    )
-    assert ran.exit_code == 0, ran.output
-    data = json.loads(ran.stdout)
-    expected = onnxruntime_outputs(tiny_onnx, load_input(tmp_path / "cat.png", (1, 3, 32, 32)))
-    assert data["top"][0]["class"] == int(expected.argmax()) and len(data["top"]) == 3
-    assert data["latency_ms"]["median_ms"] > 0
-
-
 def plugin_library() -> Path:
     candidates = [os.environ.get("TOFU_EDGE_PLUGINS"), ROOT / "build" / "kernels" / "libtofu_edge_plugins.so"]
     for candidate in candidates:
@@ -167,20 +130,3 @@ def test_plugin_engine_matches_the_portable_engine(tiny_onnx, tmp_path, serializ
     with EngineRunner(plugin.engine_path, plugins, allow_host_code=serialize) as runner:
         logits = runner.run(images()).outputs["logits"]
     assert np.abs(logits - expected).max() <= PLUGIN_MAX_ABS and cosine(logits, expected) >= PLUGIN_MIN_COSINE
-
-
-def test_cpp_app_agrees_with_the_python_runner(tiny_onnx, tmp_path):
-    app_binary = ROOT / "build" / "app" / "tofu_edge_run"
-    if not app_binary.is_file():
-        pytest.skip("the C++ app is not built: cmake -S export/cpp -B build/app && cmake --build build/app")
-    report = build_engine(tiny_onnx, tmp_path / "m.engine", tf32=False)
-    tensor = images()
-    tensor.astype("<f4").tofile(tmp_path / "x.bin")
-    with EngineRunner(report.engine_path) as runner:
-        expected = int(runner.run(tensor).outputs["logits"].argmax())
-    result = subprocess.run(
-        [app_binary, report.engine_path, tmp_path / "x.bin", "--top", "1"], capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stderr
-    rank_line = result.stdout.splitlines()[2].split()
-    assert int(rank_line[1]) == expected and "CUDA events" in result.stdout

@@ -1,7 +1,8 @@
-"""`EngineRunner` and `tofu-edge run` end to end against stand-ins for TensorRT's runtime and cuda-python.
+"""`EngineRunner` end to end against stand-ins for TensorRT's runtime and cuda-python.
 
-The stand-ins (stub_runtime.py) check the plumbing: buffers, shapes, profiles, copies, CUDA-event timing and clean-up.
-Real engines on a real GPU are the `gpu`/`trt` tests in test_engine_gpu.py.
+The stand-ins (tests/stubs/stub_runtime.py, installed by the `cudart` fixture) check the plumbing: buffers, shapes,
+profiles, copies, CUDA-event timing and clean-up. Real engines on a real GPU are the `gpu`/`trt` tests in
+test_engine_gpu.py; `tofu-edge run` against the same stand-ins is in tests/cli/test_run_command.py.
 """
 
 from __future__ import annotations
@@ -10,26 +11,12 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
-from typer.testing import CliRunner
 
-import tofu_edge.engine.runner
-from tests.engine.stub_runtime import EVENT_TICK_MS, add_stub_runtime, make_stub_cudart, stub_plan
-from tofu_edge.cli import app
-from tofu_edge.engine import EngineError, EngineRunner, PreprocessConfig, sidecar_path
-from tofu_edge.engine.preprocess import preprocess_image
+from tests.stubs.stub_runtime import EVENT_TICK_MS, stub_plan
+from tofu_edge.engine import EngineError, EngineRunner, sidecar_path
 from tofu_edge.errors import InputShapeError
 
 CLASSES = 10
-
-
-@pytest.fixture
-def cudart(stub_trt, monkeypatch):
-    """Stand-ins for TensorRT (build and run side) and cuda-python; returns the cudart stand-in."""
-    rt = make_stub_cudart()
-    add_stub_runtime(stub_trt, rt)
-    monkeypatch.setattr(tofu_edge.engine.runner, "import_cudart", lambda: rt)
-    return rt
 
 
 def engine_file(tmp_path, shape=(1, 3, 8, 8), profile=None, sidecar=None):
@@ -93,28 +80,3 @@ def test_a_corrupt_plan_is_a_clear_error_with_the_likely_cause(cudart, tmp_path)
     message = str(caught.value)
     assert message.startswith(f"cannot deserialize {path}") and "the magic tag does not match" in message
     assert "built with TensorRT 10.3.0: rebuild it" in message and "pass --plugins" in message
-
-
-def test_run_command_classifies_an_image_with_the_sidecar_preprocessing(cudart, tmp_path):
-    preprocess = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "crop_pct": 1.0, "interpolation": "bilinear"}
-    engine = engine_file(tmp_path, (1, 3, 8, 8), sidecar={"tensorrt_version": "10.99.0-stub", "preprocess": preprocess})
-    pixels = np.random.default_rng(2).integers(0, 256, (12, 10, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(tmp_path / "cat.png")
-    result = CliRunner(env={"TOFU_EDGE_PLUGINS": None}).invoke(
-        app, ["run", str(engine), str(tmp_path / "cat.png"), "--top", "3", "--iterations", "5", "--json"]
-    )
-    assert result.exit_code == 0, result.output
-    data = json.loads(result.stdout)
-    with Image.open(tmp_path / "cat.png") as image:
-        logits = preprocess_image(image, (8, 8), PreprocessConfig.from_dict(preprocess)).reshape(-1)[:CLASSES]
-    assert [entry["class"] for entry in data["top"]] == list(np.argsort(-logits, kind="stable")[:3])
-    assert data["preprocess"]["mean"] == [0.5, 0.5, 0.5] and data["tensorrt_version"] == "10.99.0-stub"
-    assert data["latency_ms"]["samples"] == 5 and data["first_run_ms"] == pytest.approx(EVENT_TICK_MS)
-
-
-def test_run_command_fills_a_static_batch_with_copies_of_the_image(cudart, tmp_path):
-    engine = engine_file(tmp_path, (4, 3, 8, 8))
-    Image.new("RGB", (8, 8), (10, 200, 30)).save(tmp_path / "flat.png")
-    result = CliRunner(env={"TOFU_EDGE_PLUGINS": None}).invoke(app, ["run", str(engine), str(tmp_path / "flat.png")])
-    assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines()[0] == "flat.png through m.engine [4, 3, 8, 8]:"

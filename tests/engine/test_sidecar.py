@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine.stub_tensorrt import StubParserError
+from tests.stubs.stub_tensorrt import StubParserError
 from tofu_edge.engine import (
     BatchProfile,
     BuildReport,
@@ -19,10 +19,10 @@ from tofu_edge.engine import (
 )
 from tofu_edge.engine.backend import format_parser_error
 from tofu_edge.engine.build import _parse_failure
-from tofu_edge.export.plugin_spec import plugin_op_types
 from tofu_edge.engine.preprocess import IMAGENET_MEAN, PreprocessConfig
 from tofu_edge.engine.sidecar import preprocess_for, resolve_profile
 from tofu_edge.errors import ConfigError
+from tofu_edge.export.plugin_spec import plugin_op_types
 
 
 def test_inspect_reads_tensors_and_tofu_metadata(tiny_onnx):

@@ -14,9 +14,9 @@ from onnx import TensorProto, helper
 import tofu_edge
 from tests.conftest import images_for, tiny_model
 from tofu_edge import FusionConfig
+from tofu_edge.engine.tensorrt_rtx import check_with_tensorrt_rtx, tensorrt_rtx_available
 from tofu_edge.errors import ConfigError, ExportError, MissingDependencyError
 from tofu_edge.export.graph import convert_opset
-from tofu_edge.engine.tensorrt_rtx import check_with_tensorrt_rtx, tensorrt_rtx_available
 
 needs_trt_rtx = pytest.mark.skipif(
     not tensorrt_rtx_available(), reason="tensorrt_rtx is not importable (pip install tensorrt-rtx)"

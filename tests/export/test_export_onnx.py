@@ -1,8 +1,7 @@
-"""`export_onnx` and `tofu-edge export`: portable graph, metadata, parity, atomic outputs, bad input."""
+"""`export_onnx`: portable graph, metadata, parity, atomic outputs, checkpoints, typed errors, the plugin flavour."""
 
 import copy
 import json
-import pickle
 
 import numpy as np
 import onnx
@@ -10,16 +9,13 @@ import onnxruntime as ort
 import pytest
 import torch
 from safetensors.torch import save_file
-from typer.testing import CliRunner
 
 import tofu_edge
 from tests.conftest import images_for, tiny_model
 from tofu_edge import FusionConfig
-from tofu_edge.cli import app
 from tofu_edge.errors import CheckpointError, ExportError, OutputError, ParityError
 from tofu_edge.export import ParityTolerance, export_onnx
 
-runner = CliRunner()
 CONFIG = FusionConfig(r=2, mode="tofu", switch=2)
 
 
@@ -103,80 +99,6 @@ def test_parity_failure_raises_and_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_cli_parity_failure_exits_1(tmp_path):
-    result = runner.invoke(
-        app,
-        [
-            "export",
-            "deit_tiny_patch16_224",
-            "-o",
-            str(tmp_path / "m.onnx"),
-            "--img-size",
-            "32",
-            "--r",
-            "1,1",
-            "--min-cosine",
-            "1.0",
-        ],
-    )
-    assert result.exit_code == 1, result.output
-    assert result.stderr.startswith("error: m.onnx: onnxruntime vs PyTorch parity out of tolerance")
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_cli_prints_the_report_as_json(tmp_path):
-    result = runner.invoke(
-        app,
-        [
-            "export",
-            "deit_tiny_patch16_224",
-            "-o",
-            str(tmp_path / "m.onnx"),
-            "--img-size",
-            "32",
-            "--r",
-            "1,1,1",
-            "--json",
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    report = json.loads(result.stdout)  # 4 patches + class token: 5 -> 4 -> 3 -> 2
-    assert report["parity"]["passed"] and report["plan"]["tokens_out"] == 2
-    assert (tmp_path / "m.onnx").is_file() and (tmp_path / "m.json").is_file()
-
-
-# --- bad input: one line, exit 2, nothing written -------------------------------------------------
-
-
-def assert_usage_error(result, message, folder):
-    assert result.exit_code == 2, result.output
-    assert result.stderr.startswith(f"error: {message}"), result.stderr
-    assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
-    assert not [p for p in folder.rglob("*") if p.is_file()]
-
-
-def test_unknown_model(tmp_path):
-    result = runner.invoke(app, ["export", "deit_smal", "-o", str(tmp_path / "m.onnx")])
-    assert_usage_error(result, "unknown model 'deit_smal'", tmp_path)
-
-
-def test_impossible_schedule(tmp_path):
-    result = runner.invoke(app, ["export", "deit_small_patch16_224", "-o", str(tmp_path / "m.onnx"), "--r", "16"])
-    assert_usage_error(result, "block 11: r=16 is more than it can remove", tmp_path)
-
-
-def test_unsupported_opset(tmp_path):
-    result = runner.invoke(app, ["export", "deit_small_patch16_224", "-o", str(tmp_path / "m.onnx"), "--opset", "16"])
-    assert_usage_error(result, "opset 16 is not supported", tmp_path)
-
-
-def test_unwritable_output(tmp_path):
-    blocker = tmp_path / "file"
-    blocker.write_text("")
-    result = runner.invoke(app, ["export", "deit_small_patch16_224", "-o", str(blocker / "m.onnx")])
-    assert result.exit_code == 2 and result.stderr.startswith("error: cannot create the folder of")
-
-
 def test_output_is_a_folder(tmp_path):
     with pytest.raises(OutputError, match="is a folder"):
         export_onnx(tiny_model("vit"), tmp_path, FusionConfig(r=1))
@@ -184,66 +106,6 @@ def test_output_is_a_folder(tmp_path):
 
 def small_state_dict():
     return {k: v.clone() for k, v in tofu_edge.create_model("deit_tiny_patch16_224", img_size=32).state_dict().items()}
-
-
-def cli_with_checkpoint(tmp_path, checkpoint):
-    out = tmp_path / "out"
-    result = runner.invoke(
-        app,
-        [
-            "export",
-            "deit_tiny_patch16_224",
-            "--img-size",
-            "32",
-            "-o",
-            str(out / "m.onnx"),
-            "--checkpoint",
-            str(checkpoint),
-        ],
-    )
-    return result, out
-
-
-def test_missing_checkpoint(tmp_path):
-    result, out = cli_with_checkpoint(tmp_path, tmp_path / "nope.pth")
-    assert_usage_error(result, f"checkpoint {tmp_path / 'nope.pth'} does not exist", out)
-
-
-def test_corrupt_checkpoint(tmp_path):
-    with open(tmp_path / "plain.pkl", "wb") as handle:
-        pickle.dump({"model": NotAStateDict()}, handle)  # not a torch file: never unpickled
-    for name in ("bad.pth", "bad.safetensors", "plain.pkl"):
-        (tmp_path / name).write_bytes(b"\x00garbage" * 10)
-        result, out = cli_with_checkpoint(tmp_path, tmp_path / name)
-        assert_usage_error(result, f"checkpoint {tmp_path / name} is not a readable", out)
-
-
-def test_mismatched_checkpoint_lists_the_keys(tmp_path):
-    state = small_state_dict()
-    del state["head.weight"]
-    state["extra.weight"] = torch.zeros(1)
-    state["blocks.0.mlp.fc1.bias"] = torch.zeros(3)
-    torch.save(state, tmp_path / "w.pth")
-    result, out = cli_with_checkpoint(tmp_path, tmp_path / "w.pth")
-    assert_usage_error(
-        result,
-        "checkpoint w.pth does not fit the model: missing (1): head.weight; "
-        "unexpected (1): extra.weight; shape mismatch (1): blocks.0.mlp.fc1.bias [3] vs [768]",
-        out,
-    )
-
-
-class NotAStateDict:
-    pass
-
-
-def test_pickle_that_is_not_a_state_dict(tmp_path):
-    torch.save({"model": NotAStateDict()}, tmp_path / "obj.pth")
-    result, out = cli_with_checkpoint(tmp_path, tmp_path / "obj.pth")
-    assert_usage_error(result, f"checkpoint {tmp_path / 'obj.pth'} holds objects other than tensors", out)
-    torch.save({"epoch": 3, "lr": 0.1}, tmp_path / "meta.pth")
-    result, out = cli_with_checkpoint(tmp_path, tmp_path / "meta.pth")
-    assert_usage_error(result, f"checkpoint {tmp_path / 'meta.pth'} is not a state dict", out)
 
 
 def test_checkpoint_formats_load_the_weights(tmp_path):
@@ -299,8 +161,3 @@ def test_plugin_flavor_runs_in_onnxruntime_and_equals_the_portable_flavor(both_f
     portable = ort_session(reports["portable"].onnx_path).run(None, {"images": images})[0]
     plugin = ort_session(reports["plugin"].onnx_path).run(None, {"images": images})[0]
     np.testing.assert_allclose(plugin, portable, atol=1e-5, rtol=0)
-
-
-def test_unknown_flavor_is_a_usage_error(tmp_path):
-    result = runner.invoke(app, ["export", "deit_tiny_patch16_224", "-o", str(tmp_path / "m.onnx"), "--flavor", "x"])
-    assert result.exit_code == 2 and "Invalid value for '--flavor'" in result.stderr

@@ -57,7 +57,7 @@ def random_tokens(num_tokens: int, seed: int, channels: int = 8) -> tuple[torch.
 
 
 def loop_match(scores: np.ndarray, num_tokens: int, num_prefix: int, r: int) -> tuple[np.ndarray, np.ndarray]:
-    """TofuMatch from the scores, written out from DESIGN.md §1 with Python loops (one batch item)."""
+    """TofuMatch from the scores, written out from docs/design.md ("The algorithm") as loops (one batch item)."""
     a_start, b_start = split_starts(num_prefix)
     num_a, num_b = scores.shape
     best = []
@@ -76,10 +76,10 @@ def loop_match(scores: np.ndarray, num_tokens: int, num_prefix: int, r: int) -> 
     return np.array(order, np.int32), np.array(dst_slot, np.int32)
 
 
-def as_match(order: np.ndarray, dst_slot: np.ndarray) -> TokenMatch:
-    return TokenMatch(
-        order=torch.from_numpy(order).long(), dst_slot=torch.from_numpy(dst_slot).long(), r=dst_slot.shape[1]
-    )
+def as_match(order: np.ndarray, dst_slot: np.ndarray, num_dst: int) -> TokenMatch:
+    """The `TokenMatch` of a plan in the plugins' form, its destinations the last ``num_dst`` kept slots."""
+    order_t, dst_t = torch.from_numpy(order).long(), torch.from_numpy(dst_slot).long()
+    return TokenMatch.from_order(order_t, dst_t, r=dst_slot.shape[1], num_dst=num_dst)
 
 
 def test_eps_is_the_reference_eps(host):
@@ -185,7 +185,7 @@ def test_mlerp_of_opposite_tokens_clamps_the_zero_average(host):
     order, dst_slot = np.array([[1, 0]], np.int32), np.array([[0]], np.int32)
     x_out, size_out = host.merge(x, size, order, dst_slot, MODES[StepOp.MLERP])
     expected_x, expected_size = fuse_tokens(
-        torch.from_numpy(x), torch.from_numpy(size), as_match(order, dst_slot), StepOp.MLERP
+        torch.from_numpy(x), torch.from_numpy(size), as_match(order, dst_slot, num_dst=1), StepOp.MLERP
     )
     np.testing.assert_array_equal(x_out, expected_x.numpy())
     np.testing.assert_array_equal(size_out, [[[2.0]]])

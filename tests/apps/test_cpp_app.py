@@ -1,5 +1,6 @@
 """The C++ app in export/cpp: compiles against the TensorRT headers (compile-only, no libnvinfer here), its host-only
-input/output code agrees with the Python side, and it links and parses its arguments (against a stub libnvinfer)."""
+input/output code agrees with the Python side, it links and parses its arguments (against a stub libnvinfer), and on
+a GPU with TensorRT it classifies as the Python runner does."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tofu_edge.engine import PreprocessConfig, preprocess_image, top_k
+from tests.engine.test_engine_gpu import images
+from tofu_edge.engine import EngineRunner, PreprocessConfig, build_engine, preprocess_image, top_k
 
-SOURCE = Path(__file__).resolve().parents[2] / "export" / "cpp"
+ROOT = Path(__file__).resolve().parents[2]
+SOURCE = ROOT / "export" / "cpp"
 EXACT = 1e-6  # float32 (x / 255 - mean) / std in both languages
 PROBABILITY = 1e-12  # softmax in float64 in both languages
 STUB_LIBNVINFER = """
@@ -183,3 +186,23 @@ def test_configure_without_libnvinfer_says_what_to_do(tmp_path):
     if result.returncode == 0:
         pytest.skip("libnvinfer is installed here")
     assert "libnvinfer not found" in result.stderr and "TOFU_EDGE_COMPILE_ONLY=ON" in result.stderr
+
+
+@pytest.mark.gpu
+@pytest.mark.trt
+@pytest.mark.usefixtures("tensorrt_gpu")
+def test_cpp_app_agrees_with_the_python_runner(tiny_onnx, tmp_path):
+    app_binary = ROOT / "build" / "app" / "tofu_edge_run"
+    if not app_binary.is_file():
+        pytest.skip("the C++ app is not built: cmake -S export/cpp -B build/app && cmake --build build/app")
+    report = build_engine(tiny_onnx, tmp_path / "m.engine", tf32=False)
+    tensor = images()
+    tensor.astype("<f4").tofile(tmp_path / "x.bin")
+    with EngineRunner(report.engine_path) as runner:
+        expected = int(runner.run(tensor).outputs["logits"].argmax())
+    result = subprocess.run(
+        [app_binary, report.engine_path, tmp_path / "x.bin", "--top", "1"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    rank_line = result.stdout.splitlines()[2].split()
+    assert int(rank_line[1]) == expected and "CUDA events" in result.stdout

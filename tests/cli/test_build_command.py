@@ -1,6 +1,8 @@
-"""`tofu-edge build` / `tofu-edge run` on bad input and without TensorRT: one line on stderr, exit code 2."""
+"""`tofu-edge build`: one line on stderr and exit code 2 on bad input, and its output against the TensorRT stand-in."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 from typer.testing import CliRunner
@@ -80,28 +82,27 @@ def test_build_to_a_folder(tiny_onnx, tmp_path):
     assert_one_line_error(run("build", tiny_onnx, "-o", tmp_path), "is a folder")
 
 
-def test_run_of_a_missing_engine(tmp_path):
-    assert_one_line_error(run("run", tmp_path / "nope.engine", tmp_path / "cat.jpg"), "nope.engine does not exist")
-
-
-def test_run_of_an_empty_engine(tmp_path):
-    (tmp_path / "m.engine").write_bytes(b"")
-    assert_one_line_error(run("run", tmp_path / "m.engine", tmp_path / "cat.jpg"), "m.engine is empty")
-
-
-def test_run_without_tensorrt_says_how_to_install_it(tmp_path, no_tensorrt):
-    (tmp_path / "m.engine").write_bytes(b"not checked before TensorRT is there")
-    result = run("run", tmp_path / "m.engine", tmp_path / "cat.jpg")
-    assert_one_line_error(result, "TensorRT 10 is not installed", "pip install tensorrt")
-
-
-def test_run_with_a_missing_plugin_library(tmp_path):
-    (tmp_path / "m.engine").write_bytes(b"plan")
-    result = run("run", tmp_path / "m.engine", tmp_path / "cat.jpg", "--plugins", tmp_path / "libnope.so")
-    assert_one_line_error(result, "libnope.so does not exist")
-
-
 def test_build_and_run_help_show_an_example():
     for command in ("build", "run"):
         result = run(command, "--help")
         assert result.exit_code == 0 and "Example: tofu-edge " + command in result.stdout
+
+
+def test_build_command_prints_the_sidecar_as_json(stub_trt, tiny_onnx_dynamic, tmp_path):
+    result = CliRunner(env={"TOFU_EDGE_PLUGINS": None}).invoke(
+        app, ["build", str(tiny_onnx_dynamic), "-o", str(tmp_path / "m.engine"), "--fp16", "--max-batch", "4", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["precision"] == "fp16" and data["batch_profile"] == {"min": 1, "opt": 4, "max": 4}
+
+
+def test_build_command_summary(stub_trt, tiny_onnx, tmp_path):
+    result = CliRunner(env={"TOFU_EDGE_PLUGINS": None}).invoke(
+        app, ["build", str(tiny_onnx), "-o", str(tmp_path / "m.engine")]
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"wrote {tmp_path / 'm.engine'} (") and "m.engine.json" in lines[0]
+    assert lines[1] == "TensorRT 10.99.0-stub, fp32 (TF32 allowed), static batch"
+    assert lines[2] == "input  images [1, 3, 32, 32] float32"

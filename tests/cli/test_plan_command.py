@@ -1,3 +1,5 @@
+"""`tofu-edge plan`: the JSON and the table, per-block lists and keep targets, one-line errors, the help."""
+
 import json
 
 import pytest
