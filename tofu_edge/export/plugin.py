@@ -67,7 +67,7 @@ def merge_op(
         dst_slot: [B, r]
         returns: [B, N - r, C], [B, N - r, 1]
     """
-    match = TokenMatch(order=order.to(torch.int64), dst_slot=dst_slot.to(torch.int64), r=r)
+    match = TokenMatch.from_order(order.long(), dst_slot.long(), r, num_dst=num_tokens - r)  # any kept slot
     return fuse_tokens(x, size, match, _OPS[mode])
 
 
@@ -92,7 +92,7 @@ def plugin_step(
     order, dst_slot = torch.ops.tofu_edge.match(cosine_scores(metric, num_prefix), num_tokens, num_prefix, r)
     size = torch.ones_like(x[..., :1]) if size is None else size
     x, size = torch.ops.tofu_edge.merge(x, size, order, dst_slot, num_tokens, r, MODE_CODES[op])
-    return x, size, TokenMatch(order=order.long(), dst_slot=dst_slot.long(), r=r)
+    return x, size, TokenMatch.from_order(order.long(), dst_slot.long(), r, num_dst=num_tokens - r)
 
 
 class PluginFusedBlock(FusedBlock):

@@ -13,25 +13,60 @@ EPS = 1e-6  # guards the division by a zero norm (metric rows, merged averages)
 
 @dataclass(frozen=True)
 class TokenMatch:
-    """Where every token of one fusion step goes. Positions index the block's full sequence.
+    """Where every token of one fusion step goes, as positions in the block's full sequence.
 
-    ``order`` lists the tokens in output order followed by the sources: ``[prefix, unm, B, src]``. The
-    first ``N - r`` entries are the kept tokens, the last ``r`` the sources, and ``dst_slot`` gives the
-    output slot (in ``[0, N - r)``) of each source's destination.
+    The output is ``[kept, dst]``: ``kept`` are the tokens that stay as they are (the prefix and the unmatched A
+    tokens, in order), ``dst`` the tokens that may absorb sources (B, in order); ``src`` are the ``r`` tokens
+    removed, each absorbed by (or, when pruning, dropped beside) ``dst[:, src_dst]``.
 
     Shapes:
-        order: [B, N] (int64)
-        dst_slot: [B, r] (int64)
+        kept: [B, N - r - D] (int64)
+        dst: [B, D] (int64)
+        src: [B, r] (int64)
+        src_dst: [B, r] (int64, indices into ``dst``)
     """
 
-    order: torch.Tensor
-    dst_slot: torch.Tensor
-    r: int
+    kept: torch.Tensor
+    dst: torch.Tensor
+    src: torch.Tensor
+    src_dst: torch.Tensor
+
+    @property
+    def r(self) -> int:
+        """Tokens removed."""
+        return self.src.shape[1]
 
     @property
     def num_out(self) -> int:
         """Tokens kept, ``N - r``."""
-        return self.order.shape[1] - self.r
+        return self.kept.shape[1] + self.dst.shape[1]
+
+    @property
+    def order(self) -> torch.Tensor:
+        """Every position in output order, then the sources: ``[kept, dst, src]``, ``[B, N]``."""
+        return torch.cat([self.kept, self.dst, self.src], dim=1)
+
+    @property
+    def dst_slot(self) -> torch.Tensor:
+        """The output slot (in ``[0, N - r)``) of each source's destination, ``[B, r]``."""
+        return self.src_dst + self.kept.shape[1]
+
+    @classmethod
+    def from_order(cls, order: torch.Tensor, dst_slot: torch.Tensor, r: int, num_dst: int) -> TokenMatch:
+        """The match whose `order` and `dst_slot` these are (the plugin contract's form), destinations being the
+        last ``num_dst`` kept slots.
+
+        Shapes:
+            order: [B, N]
+            dst_slot: [B, r]
+        """
+        num_kept = order.shape[1] - r - num_dst
+        return cls(
+            kept=order[:, :num_kept],
+            dst=order[:, num_kept : num_kept + num_dst],
+            src=order[:, num_kept + num_dst :],
+            src_dst=dst_slot - num_kept,
+        )
 
 
 def split_starts(num_prefix: int) -> tuple[int, int]:
@@ -84,13 +119,16 @@ def match_scores(scores: torch.Tensor, num_tokens: int, num_prefix: int, r: int)
     a_start, b_start = split_starts(num_prefix)
     best_score, best_dst = scores.max(dim=-1)  # first maximum on ties
     a_order = source_order(best_score, r)
-    positions = a_start + 2 * a_order  # [B, |A|] positions in the sequence
-
-    prefix = torch.arange(num_prefix, device=scores.device).expand(batch, num_prefix)
-    b_pos = torch.arange(b_start, num_tokens, 2, device=scores.device).expand(batch, num_b)
-    order = torch.cat([prefix, positions[:, r:], b_pos, positions[:, :r]], dim=1)
-    dst_slot = best_dst.gather(1, a_order[:, :r]) + (num_prefix + num_a - r)
-    return TokenMatch(order=order, dst_slot=dst_slot, r=r)
+    positions = a_start + 2 * a_order  # [B, |A|] positions in the sequence: sources, then the unmatched
+    kept = positions[:, r:]
+    if num_prefix:
+        kept = torch.cat([torch.arange(num_prefix, device=scores.device).expand(batch, num_prefix), kept], dim=1)
+    return TokenMatch(
+        kept=kept,
+        dst=torch.arange(b_start, num_tokens, 2, device=scores.device).expand(batch, num_b),
+        src=positions[:, :r],
+        src_dst=best_dst.gather(1, a_order[:, :r]),
+    )
 
 
 def source_order(best_score: torch.Tensor, r: int) -> torch.Tensor:

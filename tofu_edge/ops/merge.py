@@ -22,7 +22,7 @@ def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """
     batch, num_tokens, channels = x.shape
     if isinstance(batch, int) and batch == 1:  # a static batch of one needs no row offsets
-        return x.index_select(1, index[0])
+        return x.index_select(1, index.reshape(-1))
     offsets = torch.arange(batch, device=x.device)[:, None] * num_tokens
     rows = (index + offsets).reshape(-1)
     flat = x.reshape(batch * num_tokens, channels).index_select(0, rows)
@@ -38,10 +38,9 @@ def fuse_tokens(
     destination group by its size-weighted average; ``mlerp`` by the direction of that average with the
     largest norm in the group. A group of one stays exactly as it was.
 
-    Only destinations change, so the merged rows are computed per source (``[B, r, C]``; sources that share
-    a destination compute the same row, their group found by a ``[B, r, r]`` equality matrix) and written
-    into the gathered kept tokens by a scatter without reduction: identical rows land on a shared
-    destination, so the write order does not matter and no reducing scatter is needed.
+    Every destination's group sum is one matmul with the one-hot assignment of the sources to the
+    destinations (``[B, D, r]``), so the step needs no scatter at all: the kept tokens are gathered, the
+    destinations computed, and the two concatenated.
 
     Args:
         x: Tokens after the attention residual.
@@ -50,40 +49,40 @@ def fuse_tokens(
         op: What to do with the sources (prune, mean or MLERP).
 
     Returns:
-        The kept tokens in ``[prefix, unm, B]`` order and their sizes (``None`` while all ones).
+        The tokens in ``[kept, dst]`` order and their sizes (``None`` while all ones).
 
     Shapes:
         x: [B, N, C]
         size: [B, N, 1]
         returns: [B, N - r, C], [B, N - r, 1]
     """
-    num_out = match.num_out
-    keep = match.order[:, :num_out]
     if op is StepOp.PRUNE:
+        keep = torch.cat([match.kept, match.dst], dim=1)
         return gather_tokens(x, keep), None if size is None else gather_tokens(size, keep)
 
-    x_keep = gather_tokens(x, keep)
-    x_src, x_dst = gather_tokens(x, match.order[:, num_out:]), gather_tokens(x_keep, match.dst_slot)
-    same_group = (match.dst_slot[:, :, None] == match.dst_slot[:, None, :]).to(x.dtype)  # [B, r, r]
+    x_dst, x_src = gather_tokens(x, match.dst), gather_tokens(x, match.src)
+    assign = _assignment(match, x.dtype)  # [B, D, r]
     if size is None:
-        size_keep = torch.ones_like(x_keep[..., :1])
-        group_size = 1.0 + same_group.sum(dim=-1, keepdim=True)
-        merged = (x_dst + same_group @ x_src) / group_size
+        size_dst = torch.ones_like(x_dst[..., :1])
+        total = size_dst + assign.sum(dim=-1, keepdim=True)
+        merged = (x_dst + assign @ x_src) / total
     else:
-        size_keep = gather_tokens(size, keep)
-        size_src, size_dst = gather_tokens(size, match.order[:, num_out:]), gather_tokens(size_keep, match.dst_slot)
-        group_size = size_dst + same_group @ size_src
-        merged = (size_dst * x_dst + same_group @ (size_src * x_src)) / group_size
+        size_dst, size_src = gather_tokens(size, match.dst), gather_tokens(size, match.src)
+        total = size_dst + assign @ size_src
+        merged = (size_dst * x_dst + assign @ (size_src * x_src)) / total
     if op is StepOp.MLERP:
-        src_norm = x_src.norm(dim=-1)  # [B, r]
-        group_max = torch.maximum(x_dst.norm(dim=-1), (same_group * src_norm[:, None, :]).amax(dim=-1))
-        merged = merged / merged.norm(dim=-1, keepdim=True).clamp_min(EPS) * group_max[..., None]
-
-    # Write each group's row into its destination slot. Sources sharing a destination carry identical rows,
-    # so this scatter needs no reduction (any write order gives the same result).
-    slot_rows = match.dst_slot[..., None]
-    new_x = x_keep.scatter(1, slot_rows.expand(-1, -1, x.shape[-1]), merged)
-    return new_x, size_keep.scatter(1, slot_rows, group_size)
+        largest = torch.maximum(x_dst.norm(dim=-1), (assign * x_src.norm(dim=-1)[:, None, :]).amax(dim=-1))
+        merged = merged / merged.norm(dim=-1, keepdim=True).clamp_min(EPS) * largest[..., None]
+    grouped = total > size_dst  # destinations that absorbed a source; the others stay exactly as they were
+    new_dst = torch.where(grouped, merged, x_dst)
+    if size is None:
+        kept_size = x_dst.new_ones((x_dst.shape[0], match.kept.shape[1], 1))
+    else:
+        kept_size = gather_tokens(size, match.kept)
+    return (
+        torch.cat([gather_tokens(x, match.kept), new_dst], dim=1),
+        torch.cat([kept_size, total], dim=1),
+    )
 
 
 def merge_sources(sources: torch.Tensor, match: TokenMatch, op: StepOp) -> torch.Tensor:
@@ -91,15 +90,19 @@ def merge_sources(sources: torch.Tensor, match: TokenMatch, op: StepOp) -> torch
     source's row joins (is added to) its destination's row and a pruned source's row is dropped.
 
     With one-hot rows over the original patches this tracks which patches every token holds (`tofu_edge.visualize`).
-    Group sums come from a one-hot assignment matmul, as in `fuse_tokens`: no scatter.
+    Group sums come from the one-hot assignment matmul, as in `fuse_tokens`: no scatter.
 
     Shapes:
         sources: [B, N, T]
         returns: [B, N - r, T]
     """
-    kept = gather_tokens(sources, match.order[:, : match.num_out])
-    if op is StepOp.PRUNE:
-        return kept
-    slots = torch.arange(match.num_out, device=sources.device)
-    assign = (match.dst_slot[:, :, None] == slots).to(sources.dtype)  # [B, r, N - r]
-    return kept + assign.transpose(1, 2) @ gather_tokens(sources, match.order[:, match.num_out :])
+    dst = gather_tokens(sources, match.dst)
+    if op is not StepOp.PRUNE:
+        dst = dst + _assignment(match, sources.dtype) @ gather_tokens(sources, match.src)
+    return torch.cat([gather_tokens(sources, match.kept), dst], dim=1)
+
+
+def _assignment(match: TokenMatch, dtype: torch.dtype) -> torch.Tensor:
+    """``assign[b, d, k] = 1`` where source ``k`` goes to destination ``d``, ``[B, D, r]``."""
+    destinations = torch.arange(match.dst.shape[1], device=match.dst.device)
+    return (destinations[:, None] == match.src_dst[:, None, :]).to(dtype)
