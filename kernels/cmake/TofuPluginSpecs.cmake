@@ -1,10 +1,12 @@
 # Generates tofuPluginSpecs.h from tofu_edge/export/plugin_specs.json, so that plugin names, versions, the
 # namespace, attribute names and mode values are written once (in the JSON) and the C++ uses constants.
 #
-# For every plugin P of the JSON the header has namespace tofu_edge::spec::P with kNAME, kVERSION,
-# kNB_INPUTS, kNB_OUTPUTS, kNB_ATTRIBUTES, kATTRIBUTE_NAMES[], kATTR_<NAME> and kATTR_INDEX_<NAME> for every
-# attribute, kINPUT_NAMES[]/kOUTPUT_NAMES[], and kMODE_<NAME> for every entry of an optional "modes" object.
-# Renaming something in the JSON thus either follows through or fails to compile, never drifts.
+# For every plugin P of the JSON the header has the struct tofu_edge::spec::P with static constexpr kNAME,
+# kVERSION, kNB_INPUTS, kNB_OUTPUTS, kNB_ATTRIBUTES, kATTRIBUTE_NAMES[], kATTR_<NAME> and kATTR_INDEX_<NAME> for
+# every attribute, kINPUT_NAMES[]/kOUTPUT_NAMES[], and kMODE_<NAME> for every entry of an optional "modes"
+# object. A struct rather than a namespace, so that a plugin's spec can be a template argument
+# (common/tofuPluginBase.h). Renaming something in the JSON thus either follows through or fails to compile,
+# never drifts.
 
 function(_tofu_json_identifier out text)
   if(NOT text MATCHES "^[A-Za-z_][A-Za-z0-9_]*$")
@@ -51,16 +53,16 @@ function(tofu_generate_plugin_specs spec_file out_header)
     string(JSON version GET "${spec}" plugins "${plugin}" version)
     _tofu_json_names(inputs "${spec}" "${plugin}" inputs)
     _tofu_json_names(outputs "${spec}" "${plugin}" outputs)
-    string(APPEND text "\nnamespace ${plugin}\n{\n")
-    string(APPEND text "constexpr char const* kNAME = \"${plugin}\";\n")
-    string(APPEND text "constexpr char const* kVERSION = \"${version}\";\n")
-    string(APPEND text "constexpr int32_t kNB_INPUTS = ${inputs_COUNT};\n")
-    string(APPEND text "constexpr int32_t kNB_OUTPUTS = ${outputs_COUNT};\n")
-    string(APPEND text "constexpr char const* kINPUT_NAMES[kNB_INPUTS] = {${inputs}};\n")
-    string(APPEND text "constexpr char const* kOUTPUT_NAMES[kNB_OUTPUTS] = {${outputs}};\n")
+    string(APPEND text "\nstruct ${plugin}\n{\n")
+    string(APPEND text "    static constexpr char const* kNAME = \"${plugin}\";\n")
+    string(APPEND text "    static constexpr char const* kVERSION = \"${version}\";\n")
+    string(APPEND text "    static constexpr int32_t kNB_INPUTS = ${inputs_COUNT};\n")
+    string(APPEND text "    static constexpr int32_t kNB_OUTPUTS = ${outputs_COUNT};\n")
+    string(APPEND text "    static constexpr char const* kINPUT_NAMES[kNB_INPUTS] = {${inputs}};\n")
+    string(APPEND text "    static constexpr char const* kOUTPUT_NAMES[kNB_OUTPUTS] = {${outputs}};\n")
 
     string(JSON nb_attributes LENGTH "${spec}" plugins "${plugin}" attributes)
-    string(APPEND text "constexpr int32_t kNB_ATTRIBUTES = ${nb_attributes};\n")
+    string(APPEND text "    static constexpr int32_t kNB_ATTRIBUTES = ${nb_attributes};\n")
     set(names "")
     math(EXPR last_attribute "${nb_attributes} - 1")
     foreach(a RANGE ${last_attribute})
@@ -70,12 +72,12 @@ function(tofu_generate_plugin_specs spec_file out_header)
         message(FATAL_ERROR "plugin_specs.json: ${plugin}.${attribute} has type '${type}'; the plugins take int only")
       endif()
       _tofu_json_identifier(upper "${attribute}")
-      string(APPEND text "constexpr char const* kATTR_${upper} = \"${attribute}\";\n")
-      string(APPEND text "constexpr int32_t kATTR_INDEX_${upper} = ${a};\n")
+      string(APPEND text "    static constexpr char const* kATTR_${upper} = \"${attribute}\";\n")
+      string(APPEND text "    static constexpr int32_t kATTR_INDEX_${upper} = ${a};\n")
       list(APPEND names "\"${attribute}\"")
     endforeach()
     list(JOIN names ", " joined)
-    string(APPEND text "constexpr char const* kATTRIBUTE_NAMES[kNB_ATTRIBUTES] = {${joined}};\n")
+    string(APPEND text "    static constexpr char const* kATTRIBUTE_NAMES[kNB_ATTRIBUTES] = {${joined}};\n")
 
     string(JSON modes ERROR_VARIABLE no_modes GET "${spec}" plugins "${plugin}" modes)
     if(NOT no_modes)
@@ -85,10 +87,10 @@ function(tofu_generate_plugin_specs spec_file out_header)
         string(JSON mode MEMBER "${modes}" ${m})
         string(JSON value GET "${modes}" "${mode}")
         _tofu_json_identifier(upper "${mode}")
-        string(APPEND text "constexpr int32_t kMODE_${upper} = ${value};\n")
+        string(APPEND text "    static constexpr int32_t kMODE_${upper} = ${value};\n")
       endforeach()
     endif()
-    string(APPEND text "} // namespace ${plugin}\n")
+    string(APPEND text "};\n")
   endforeach()
   string(APPEND text "} // namespace spec\n} // namespace tofu_edge\n")
 

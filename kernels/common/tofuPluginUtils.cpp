@@ -1,5 +1,6 @@
 #include "tofuPluginUtils.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdarg>
 #include <cstdio>
@@ -146,6 +147,17 @@ nvinfer1::PluginFieldCollection const* IntFields::collection(int32_t const* valu
         mFields[a].data = values == nullptr ? nullptr : values + a;
     }
     return &mCollection;
+}
+
+nvinfer1::Dims knownDims(nvinfer1::DimsExprs const& exprs) noexcept
+{
+    nvinfer1::Dims known{};
+    known.nbDims = exprs.nbDims;
+    for (int32_t d = 0; d < std::min(exprs.nbDims, nvinfer1::Dims::MAX_DIMS); ++d)
+    {
+        known.d[d] = exprs.d[d]->isConstant() ? exprs.d[d]->getConstantValue() : -1;
+    }
+    return known;
 }
 
 void formatMessage(char* buffer, size_t capacity, char const* format, ...) noexcept

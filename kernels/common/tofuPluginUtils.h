@@ -1,7 +1,8 @@
 /*
- * What both plugins share: logging through the logger TensorRT hands over with setLoggerFinder, reading
- * INT attributes from a PluginFieldCollection, the fields of getFieldNames / getFieldsToSerialize, and a
- * guard that keeps exceptions from crossing noexcept methods.
+ * Helpers both plugins use: logging through the logger TensorRT hands over with setLoggerFinder, reading
+ * INT attributes from a PluginFieldCollection, the fields of getFieldNames / getFieldsToSerialize, a guard
+ * that keeps exceptions from crossing noexcept methods, and small tensor-description tests. The shared
+ * plugin and creator classes built on them are in tofuPluginBase.h.
  */
 #pragma once
 
@@ -69,6 +70,9 @@ private:
     std::vector<nvinfer1::PluginField> mFields;
     nvinfer1::PluginFieldCollection mCollection{};
 };
+
+//! The extents of a DimsExprs that are build-time constants, -1 for the others (rank kept, at most MAX_DIMS).
+nvinfer1::Dims knownDims(nvinfer1::DimsExprs const& exprs) noexcept;
 
 //! Formats a message into a fixed buffer (no allocation) for the logger.
 void formatMessage(char* buffer, size_t capacity, char const* format, ...) noexcept

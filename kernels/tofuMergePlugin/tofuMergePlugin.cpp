@@ -2,7 +2,6 @@
 #include "tofuMergeKernel.h"
 #include "tofuMergeMath.h"
 
-#include <algorithm>
 #include <limits>
 
 namespace tofu_edge
@@ -11,7 +10,7 @@ namespace plugin
 {
 namespace
 {
-namespace merge = spec::TofuMerge;
+using Spec = spec::TofuMerge;
 using nvinfer1::DataType;
 
 constexpr int32_t kXIndex = 0;
@@ -20,16 +19,7 @@ constexpr int32_t kOrderIndex = 2;
 constexpr int32_t kDstSlotIndex = 3;
 constexpr int32_t kXOutIndex = 0;
 constexpr int32_t kSizeOutIndex = 1;
-static_assert(merge::kNB_INPUTS == 4 && merge::kNB_OUTPUTS == 2, "plugin_specs.json: TofuMerge's tensors changed");
-
-void logInvalid(char const* what, int32_t const* attributes, char const* detail) noexcept
-{
-    char message[512];
-    formatMessage(message, sizeof(message), "%s (num_tokens = %d, r = %d, mode = %d): %s", what,
-        attributes[merge::kATTR_INDEX_NUM_TOKENS], attributes[merge::kATTR_INDEX_R],
-        attributes[merge::kATTR_INDEX_MODE], detail);
-    logError(merge::kNAME, message);
-}
+static_assert(Spec::kNB_INPUTS == 4 && Spec::kNB_OUTPUTS == 2, "plugin_specs.json: TofuMerge's tensors changed");
 
 //! dims[axis] is unknown (-1) or equal to value.
 bool fits(nvinfer1::Dims const& dims, int32_t axis, int64_t value) noexcept
@@ -38,33 +28,23 @@ bool fits(nvinfer1::Dims const& dims, int32_t axis, int64_t value) noexcept
 }
 } // namespace
 
-TofuMergePlugin::TofuMergePlugin(int32_t const* attributes)
-    : mFields(merge::kATTRIBUTE_NAMES, merge::kNB_ATTRIBUTES)
+char const* TofuMergePlugin::checkAttributes(int32_t const* attributes) noexcept
 {
-    std::copy(attributes, attributes + merge::kNB_ATTRIBUTES, mAttributes);
+    return checkMergeAttributes(attributes[Spec::kATTR_INDEX_NUM_TOKENS], attributes[Spec::kATTR_INDEX_R],
+        attributes[Spec::kATTR_INDEX_MODE]);
 }
 
-int32_t TofuMergePlugin::numTokens() const noexcept
+void TofuMergePlugin::describeAttributes(int32_t const* attributes, char* buffer, size_t capacity) noexcept
 {
-    return mAttributes[merge::kATTR_INDEX_NUM_TOKENS];
-}
-
-int32_t TofuMergePlugin::r() const noexcept
-{
-    return mAttributes[merge::kATTR_INDEX_R];
-}
-
-int32_t TofuMergePlugin::mode() const noexcept
-{
-    return mAttributes[merge::kATTR_INDEX_MODE];
+    formatMessage(buffer, capacity, "num_tokens = %d, r = %d, mode = %d", attributes[Spec::kATTR_INDEX_NUM_TOKENS],
+        attributes[Spec::kATTR_INDEX_R], attributes[Spec::kATTR_INDEX_MODE]);
 }
 
 int32_t TofuMergePlugin::checkInputDims(nvinfer1::Dims const* dims, int32_t nbInputs) const noexcept
 {
-    if (nbInputs != merge::kNB_INPUTS)
+    if (nbInputs != Spec::kNB_INPUTS)
     {
-        logError(merge::kNAME, "expects four inputs (x, size, order, dst_slot)");
-        return -1;
+        return fail("expects four inputs (x, size, order, dst_slot)");
     }
     nvinfer1::Dims const& x = dims[kXIndex];
     nvinfer1::Dims const& size = dims[kSizeIndex];
@@ -79,63 +59,22 @@ int32_t TofuMergePlugin::checkInputDims(nvinfer1::Dims const* dims, int32_t nbIn
     }
     if (!ok)
     {
-        logInvalid("inputs do not fit the attributes", mAttributes,
+        logInvalid("inputs do not fit the attributes",
             "expects x [B, num_tokens, C], size [B, num_tokens, 1], order [B, num_tokens], dst_slot [B, r]");
         return -1;
     }
     return 0;
 }
 
-// IPluginV3
-
-nvinfer1::IPluginCapability* TofuMergePlugin::getCapabilityInterface(nvinfer1::PluginCapabilityType type) noexcept
-{
-    switch (type)
-    {
-    case nvinfer1::PluginCapabilityType::kCORE: return static_cast<nvinfer1::IPluginV3OneCore*>(this);
-    case nvinfer1::PluginCapabilityType::kBUILD: return static_cast<nvinfer1::IPluginV3OneBuild*>(this);
-    case nvinfer1::PluginCapabilityType::kRUNTIME: return static_cast<nvinfer1::IPluginV3OneRuntime*>(this);
-    }
-    return nullptr;
-}
-
-nvinfer1::IPluginV3* TofuMergePlugin::clone() noexcept
-{
-    return guarded<nvinfer1::IPluginV3*>(merge::kNAME, nullptr, [&] { return new TofuMergePlugin(*this); });
-}
-
-// IPluginV3OneCore
-
-char const* TofuMergePlugin::getPluginName() const noexcept
-{
-    return merge::kNAME;
-}
-
-char const* TofuMergePlugin::getPluginVersion() const noexcept
-{
-    return merge::kVERSION;
-}
-
-char const* TofuMergePlugin::getPluginNamespace() const noexcept
-{
-    return spec::kNAMESPACE;
-}
-
 // IPluginV3OneBuild
-
-int32_t TofuMergePlugin::getNbOutputs() const noexcept
-{
-    return merge::kNB_OUTPUTS;
-}
 
 int32_t TofuMergePlugin::getOutputDataTypes(
     DataType* outputTypes, int32_t nbOutputs, DataType const* inputTypes, int32_t nbInputs) const noexcept
 {
-    if (nbInputs != merge::kNB_INPUTS || nbOutputs != merge::kNB_OUTPUTS || !isFloatType(inputTypes[kXIndex])
+    if (nbInputs != Spec::kNB_INPUTS || nbOutputs != Spec::kNB_OUTPUTS || !isFloatType(inputTypes[kXIndex])
         || inputTypes[kSizeIndex] != inputTypes[kXIndex])
     {
-        logError(merge::kNAME, "expects x and size of one type, fp32 or fp16, and two outputs");
-        return -1;
+        return fail("expects x and size of one type, fp32 or fp16, and two outputs");
     }
     outputTypes[kXOutIndex] = inputTypes[kXIndex];
     outputTypes[kSizeOutIndex] = inputTypes[kXIndex];
@@ -146,19 +85,14 @@ int32_t TofuMergePlugin::getOutputShapes(nvinfer1::DimsExprs const* inputs, int3
     nvinfer1::DimsExprs const* /*shapeInputs*/, int32_t /*nbShapeInputs*/, nvinfer1::DimsExprs* outputs,
     int32_t nbOutputs, nvinfer1::IExprBuilder& exprBuilder) noexcept
 {
-    if (nbInputs != merge::kNB_INPUTS || nbOutputs != merge::kNB_OUTPUTS)
+    if (nbInputs != Spec::kNB_INPUTS || nbOutputs != Spec::kNB_OUTPUTS)
     {
-        logError(merge::kNAME, "expects four inputs (x, size, order, dst_slot) and two outputs");
-        return -1;
+        return fail("expects four inputs (x, size, order, dst_slot) and two outputs");
     }
-    nvinfer1::Dims known[merge::kNB_INPUTS]{};
+    nvinfer1::Dims known[Spec::kNB_INPUTS]{};
     for (int32_t i = 0; i < nbInputs; ++i)
     {
-        known[i].nbDims = inputs[i].nbDims;
-        for (int32_t d = 0; d < std::min(inputs[i].nbDims, nvinfer1::Dims::MAX_DIMS); ++d)
-        {
-            known[i].d[d] = inputs[i].d[d]->isConstant() ? inputs[i].d[d]->getConstantValue() : -1;
-        }
+        known[i] = knownDims(inputs[i]);
     }
     if (checkInputDims(known, nbInputs) != 0)
     {
@@ -181,7 +115,7 @@ int32_t TofuMergePlugin::getOutputShapes(nvinfer1::DimsExprs const* inputs, int3
 bool TofuMergePlugin::supportsFormatCombination(
     int32_t pos, nvinfer1::DynamicPluginTensorDesc const* inOut, int32_t nbInputs, int32_t nbOutputs) noexcept
 {
-    if (inOut == nullptr || nbInputs != merge::kNB_INPUTS || nbOutputs != merge::kNB_OUTPUTS || pos < 0
+    if (inOut == nullptr || nbInputs != Spec::kNB_INPUTS || nbOutputs != Spec::kNB_OUTPUTS || pos < 0
         || pos >= nbInputs + nbOutputs)
     {
         return false;
@@ -199,20 +133,18 @@ bool TofuMergePlugin::supportsFormatCombination(
 int32_t TofuMergePlugin::configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
     nvinfer1::DynamicPluginTensorDesc const* out, int32_t nbOutputs) noexcept
 {
-    if (in == nullptr || out == nullptr || nbInputs != merge::kNB_INPUTS || nbOutputs != merge::kNB_OUTPUTS)
+    if (in == nullptr || out == nullptr || nbInputs != Spec::kNB_INPUTS || nbOutputs != Spec::kNB_OUTPUTS)
     {
-        logError(merge::kNAME, "expects four inputs (x, size, order, dst_slot) and two outputs");
-        return -1;
+        return fail("expects four inputs (x, size, order, dst_slot) and two outputs");
     }
     DataType const type = in[kXIndex].desc.type;
     if (!isFloatType(type) || in[kSizeIndex].desc.type != type || in[kOrderIndex].desc.type != DataType::kINT32
         || in[kDstSlotIndex].desc.type != DataType::kINT32 || out[kXOutIndex].desc.type != type
         || out[kSizeOutIndex].desc.type != type)
     {
-        logError(merge::kNAME, "x, size, x_out and size_out must share one type (fp32 or fp16), indices int32");
-        return -1;
+        return fail("x, size, x_out and size_out must share one type (fp32 or fp16), indices int32");
     }
-    nvinfer1::Dims dims[merge::kNB_INPUTS];
+    nvinfer1::Dims dims[Spec::kNB_INPUTS];
     for (int32_t i = 0; i < nbInputs; ++i)
     {
         dims[i] = in[i].desc.dims;
@@ -220,23 +152,16 @@ int32_t TofuMergePlugin::configurePlugin(nvinfer1::DynamicPluginTensorDesc const
     return checkInputDims(dims, nbInputs);
 }
 
-size_t TofuMergePlugin::getWorkspaceSize(nvinfer1::DynamicPluginTensorDesc const* /*inputs*/, int32_t /*nbInputs*/,
-    nvinfer1::DynamicPluginTensorDesc const* /*outputs*/, int32_t /*nbOutputs*/) const noexcept
-{
-    return 0;
-}
-
 // IPluginV3OneRuntime
 
 int32_t TofuMergePlugin::onShapeChange(nvinfer1::PluginTensorDesc const* in, int32_t nbInputs,
     nvinfer1::PluginTensorDesc const* /*out*/, int32_t /*nbOutputs*/) noexcept
 {
-    if (in == nullptr || nbInputs != merge::kNB_INPUTS)
+    if (in == nullptr || nbInputs != Spec::kNB_INPUTS)
     {
-        logError(merge::kNAME, "expects four inputs (x, size, order, dst_slot)");
-        return -1;
+        return fail("expects four inputs (x, size, order, dst_slot)");
     }
-    nvinfer1::Dims dims[merge::kNB_INPUTS];
+    nvinfer1::Dims dims[Spec::kNB_INPUTS];
     for (int32_t i = 0; i < nbInputs; ++i)
     {
         dims[i] = in[i].dims;
@@ -251,78 +176,13 @@ int32_t TofuMergePlugin::enqueue(nvinfer1::PluginTensorDesc const* inputDesc,
     nvinfer1::Dims const& x = inputDesc[kXIndex].dims;
     if (x.nbDims != 3 || x.d[0] > std::numeric_limits<int32_t>::max() || x.d[2] > std::numeric_limits<int32_t>::max())
     {
-        logError(merge::kNAME, "x must be [B, num_tokens, C] with B and C below 2^31");
-        return -1;
+        return fail("x must be [B, num_tokens, C] with B and C below 2^31");
     }
-    FloatType const type
-        = inputDesc[kXIndex].type == DataType::kHALF ? FloatType::kHALF : FloatType::kFLOAT;
-    cudaError_t const status = kernels::launchTofuMerge(inputs[kXIndex], inputs[kSizeIndex],
+    FloatType const type = inputDesc[kXIndex].type == DataType::kHALF ? FloatType::kHALF : FloatType::kFLOAT;
+    return launchStatus(kernels::launchTofuMerge(inputs[kXIndex], inputs[kSizeIndex],
         static_cast<int32_t const*>(inputs[kOrderIndex]), static_cast<int32_t const*>(inputs[kDstSlotIndex]), type,
         static_cast<int32_t>(x.d[0]), numTokens(), static_cast<int32_t>(x.d[2]), r(), static_cast<MergeMode>(mode()),
-        outputs[kXOutIndex], outputs[kSizeOutIndex], stream);
-    if (status != cudaSuccess)
-    {
-        logError(merge::kNAME, cudaGetErrorString(status));
-        return -1;
-    }
-    return 0;
-}
-
-nvinfer1::IPluginV3* TofuMergePlugin::attachToContext(nvinfer1::IPluginResourceContext* /*context*/) noexcept
-{
-    return clone();
-}
-
-nvinfer1::PluginFieldCollection const* TofuMergePlugin::getFieldsToSerialize() noexcept
-{
-    return mFields.collection(mAttributes);
-}
-
-// Creator
-
-TofuMergePluginCreator::TofuMergePluginCreator()
-    : mFieldNames(merge::kATTRIBUTE_NAMES, merge::kNB_ATTRIBUTES)
-{
-}
-
-nvinfer1::IPluginV3* TofuMergePluginCreator::createPlugin(
-    char const* /*name*/, nvinfer1::PluginFieldCollection const* fc, nvinfer1::TensorRTPhase /*phase*/) noexcept
-{
-    return guarded<nvinfer1::IPluginV3*>(merge::kNAME, nullptr, [&]() -> nvinfer1::IPluginV3* {
-        int32_t attributes[merge::kNB_ATTRIBUTES] = {};
-        if (!readIntAttributes(fc, merge::kNAME, merge::kATTRIBUTE_NAMES, merge::kNB_ATTRIBUTES, attributes))
-        {
-            return nullptr;
-        }
-        char const* problem = checkMergeAttributes(attributes[merge::kATTR_INDEX_NUM_TOKENS],
-            attributes[merge::kATTR_INDEX_R], attributes[merge::kATTR_INDEX_MODE]);
-        if (problem != nullptr)
-        {
-            logInvalid("invalid attributes", attributes, problem);
-            return nullptr;
-        }
-        return new TofuMergePlugin(attributes);
-    });
-}
-
-nvinfer1::PluginFieldCollection const* TofuMergePluginCreator::getFieldNames() noexcept
-{
-    return mFieldNames.collection(nullptr);
-}
-
-char const* TofuMergePluginCreator::getPluginName() const noexcept
-{
-    return merge::kNAME;
-}
-
-char const* TofuMergePluginCreator::getPluginVersion() const noexcept
-{
-    return merge::kVERSION;
-}
-
-char const* TofuMergePluginCreator::getPluginNamespace() const noexcept
-{
-    return spec::kNAMESPACE;
+        outputs[kXOutIndex], outputs[kSizeOutIndex], stream));
 }
 
 } // namespace plugin
