@@ -101,7 +101,20 @@ def add_stub_runtime(trt: types.ModuleType, cudart: types.ModuleType) -> types.M
                 return None
             return Engine(json.loads(plan[len(PLAN_HEADER) :]))
 
+    class Logger(trt.ILogger):
+        """``trt.Logger``: the built-in logger the standalone app creates (it keeps nothing)."""
+
+        WARNING = trt.ILogger.Severity.WARNING
+
+        def __init__(self, min_severity=None):
+            super().__init__()
+
+        def log(self, severity, msg):
+            pass
+
     trt.Runtime = Runtime
+    trt.Logger = Logger
+    trt.nptype = lambda dtype: {trt.DataType.FLOAT: np.float32}[dtype]
     return trt
 
 

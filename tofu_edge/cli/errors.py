@@ -14,9 +14,13 @@ __all__ = ["one_line_errors"]
 
 F = TypeVar("F", bound=Callable)
 
+# what a full install has and a device install (README, "Device install") leaves out
+FULL_INSTALL_PACKAGES = ("torch", "timm", "torchvision", "onnxscript", "onnxruntime_extensions")
+
 
 def one_line_errors(command: F) -> F:
-    """Wrap a command so a `TofuError` prints ``error: <message>`` and exits with its code (2 usage, 1 check)."""
+    """Wrap a command so a `TofuError` prints ``error: <message>`` and exits with its code (2 usage, 1 check),
+    and a command that needs a package of the full install says so in one line on a device install."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -25,5 +29,15 @@ def one_line_errors(command: F) -> F:
         except TofuError as error:
             typer.echo(f"error: {error}", err=True)
             raise typer.Exit(error.exit_code) from None
+        except ModuleNotFoundError as error:
+            package = (error.name or "").split(".")[0]
+            if package not in FULL_INSTALL_PACKAGES:
+                raise
+            typer.echo(
+                f"error: this command needs {package}, which this install does not have (a device install runs "
+                "build, run and bench FILE only); install tofu-edge with its dependencies (`pip install .`)",
+                err=True,
+            )
+            raise typer.Exit(2) from None
 
     return wrapper

@@ -1,0 +1,77 @@
+"""The device commands run without torch: `build`, `run`, `bench FILE.onnx|FILE.engine` and
+export/python/run_engine.py, each in a subprocess where importing torch, timm or torchvision fails."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.stubs.stub_runtime import stub_plan
+
+DRIVER = Path(__file__).with_name("without_torch.py")
+CLASSES = 10
+
+
+def without_torch(*args: object) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, str(DRIVER), *map(str, args)], capture_output=True, text=True, timeout=300)
+    assert "imported:" not in done.stderr, done.stderr  # nothing pulled torch in behind the driver's back
+    return done
+
+
+@pytest.fixture
+def engine(tmp_path) -> Path:
+    path = tmp_path / "m.engine"
+    path.write_bytes(stub_plan((1, 3, 8, 8), CLASSES))
+    return path
+
+
+@pytest.fixture
+def image(tmp_path) -> Path:
+    path = tmp_path / "cat.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (12, 10, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_build_writes_an_engine_and_its_sidecar(tiny_onnx, tmp_path):
+    done = without_torch("tofu-edge", "build", tiny_onnx, "-o", tmp_path / "m.engine", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["inputs"][0]["shape"] == [1, 3, 32, 32]
+    assert (tmp_path / "m.engine").is_file() and (tmp_path / "m.engine.json").is_file()
+
+
+def test_run_classifies_an_image(engine, image):
+    done = without_torch("tofu-edge", "run", engine, image, "--top", "3", "--iterations", "2", "--json")
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(done.stdout)["top"]) == 3
+
+
+def test_bench_times_an_onnx_file_in_onnxruntime(tiny_onnx):
+    done = without_torch("tofu-edge", "bench", tiny_onnx, "--warmup", "1", "--iterations", "2", "--json")
+    assert done.returncode == 0, done.stderr
+    header, row = (json.loads(line) for line in done.stdout.splitlines())
+    assert header["backend"] == "onnxruntime" and header["torch_threads"] is None
+    assert row["variant"] == Path(tiny_onnx).stem and row["stats"]["samples"] == 2 and row["gmacs"] > 0
+
+
+def test_bench_times_an_engine(engine):
+    done = without_torch("tofu-edge", "bench", engine, "--warmup", "1", "--iterations", "2", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[1])["backend"] == "tensorrt"
+
+
+def test_run_engine_py_classifies_an_image(engine, image):
+    done = without_torch("run_engine.py", "run", engine, image, "--top", "2", "--iterations", "2")
+    assert done.returncode == 0, done.stderr
+    assert "latency: median" in done.stdout
+
+
+def test_a_command_that_needs_torch_says_so_in_one_line(tmp_path):
+    done = without_torch("tofu-edge", "plan", "deit_small_patch16_224", "--r", "13")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: this command needs timm") and len(done.stderr.splitlines()) == 1
