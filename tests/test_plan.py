@@ -86,3 +86,11 @@ def test_split_sizes(num_tokens, num_prefix, sizes):
 
 def test_no_reduction_without_destinations():
     assert max_reduction(3, 2) == 0  # one non-prefix token, at an even position: nothing to merge into
+
+
+def test_ops_set_each_blocks_operation_and_must_cover_every_block(deit_s):
+    ops = ["prune"] * 2 + ["mean"] + ["mlerp"] * 9
+    plan = resolve_plan(FusionConfig(r=13, ops=ops), deit_s)
+    assert [b.op.value for b in plan.blocks] == ops
+    with pytest.raises(ScheduleError, match="ops lists 3 operations but deit_small_patch16_224 has 12 blocks"):
+        resolve_plan(FusionConfig(r=13, ops=ops[:3]), deit_s)

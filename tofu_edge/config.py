@@ -31,13 +31,15 @@ class Mode(str, Enum):
     """The schedule of step operations over a model's blocks.
 
     ``mlerp``, ``mean`` and ``prune`` use that `StepOp` in every block; ``tofu`` prunes below the switch block and
-    merges with MLERP from it on.
+    merges with MLERP from it on; ``per-block`` takes each block's operation from `FusionConfig.ops` (what
+    ``tofu-edge calibrate --per-block`` chooses).
     """
 
     TOFU = "tofu"
     MLERP = "mlerp"
     MEAN = "mean"
     PRUNE = "prune"
+    PER_BLOCK = "per-block"
 
     def __str__(self) -> str:
         return self.value
@@ -69,6 +71,8 @@ class FusionConfig:
             to get at or just below it.
         clamp: Cap each block's ``r`` at what it can remove (ToMe's behaviour), instead of raising. The
             plan then shows the capped values.
+        ops: Each block's step operation (``prune``, ``mean`` or ``mlerp``), one per block; implies
+            ``mode="per-block"``.
 
     Raises:
         ConfigError: a malformed or conflicting option.
@@ -81,9 +85,21 @@ class FusionConfig:
     inflection: float = 0.0
     keep: float | None = None
     clamp: bool = False
+    ops: tuple[StepOp, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", parse_choice(Mode, self.mode, "mode"))
+        if self.ops is not None:
+            if isinstance(self.ops, (str, bytes)) or not isinstance(self.ops, Sequence) or not self.ops:
+                raise ConfigError(f"ops must be a list of step operations, one per block, got {self.ops!r}")
+            object.__setattr__(self, "ops", tuple(parse_choice(StepOp, op, "step operation") for op in self.ops))
+            if self.mode not in (Mode.MLERP, Mode.PER_BLOCK):  # MLERP: the default, i.e. not given
+                raise ConfigError(f"give either ops (one operation per block) or mode={self.mode.value}, not both")
+            if self.switch is not None:
+                raise ConfigError("switch places the prune/MLERP boundary of mode=tofu; it cannot go with ops")
+            object.__setattr__(self, "mode", Mode.PER_BLOCK)
+        elif self.mode is Mode.PER_BLOCK:
+            raise ConfigError("mode=per-block needs ops: one step operation per block (prune, mean or mlerp)")
         object.__setattr__(self, "r", _parse_r(self.r))
         if self.switch is not None and (isinstance(self.switch, bool) or not isinstance(self.switch, int)):
             raise ConfigError(f"switch must be a block index (int), got {self.switch!r}")
@@ -109,7 +125,25 @@ class FusionConfig:
             "inflection": self.inflection,
             "keep": self.keep,
             "clamp": self.clamp,
+            "ops": None if self.ops is None else [op.value for op in self.ops],
         }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FusionConfig:
+        """The config `to_dict` wrote (a ``--config`` file, ONNX metadata); unknown keys are an error.
+
+        Raises:
+            ConfigError: not a dict of known fields, or values `FusionConfig` refuses.
+        """
+        if not isinstance(data, dict):
+            raise ConfigError(f"a fusion config is a JSON object of {', '.join(cls.__dataclass_fields__)}")
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ConfigError(f"unknown fusion config keys {unknown}; known: {', '.join(cls.__dataclass_fields__)}")
+        values = dict(data)
+        if isinstance(values.get("r"), list):
+            values["r"] = tuple(values["r"])
+        return cls(**values)
 
 
 def _parse_r(r: int | Sequence[int]) -> int | tuple[int, ...]:

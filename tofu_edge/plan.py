@@ -118,6 +118,8 @@ def resolve_plan(config: FusionConfig, arch: ViTArch) -> FusionPlan:
     """
     if config.switch is not None and config.switch > arch.num_blocks:
         raise ScheduleError(f"switch={config.switch} is past the last block of {arch.name} ({arch.num_blocks} blocks)")
+    if config.ops is not None and len(config.ops) != arch.num_blocks:
+        raise ScheduleError(f"ops lists {len(config.ops)} operations but {arch.name} has {arch.num_blocks} blocks")
     if config.keep is not None:
         return _plan(config, arch, _solve_keep(config, arch))
     return _plan(config, arch, schedule_r(config, arch.num_blocks))
@@ -143,6 +145,8 @@ def schedule_r(config: FusionConfig, num_blocks: int) -> list[int]:
 
 
 def _block_op(config: FusionConfig, index: int, num_blocks: int) -> StepOp:
+    if config.ops is not None:
+        return config.ops[index]
     if config.mode is not Mode.TOFU:
         return StepOp(config.mode.value)
     switch = min(DEFAULT_TOFU_SWITCH, num_blocks) if config.switch is None else config.switch

@@ -11,7 +11,7 @@ runner = CliRunner()
 
 
 def run(*args):
-    return runner.invoke(app, list(args))
+    return runner.invoke(app, [str(a) for a in args])
 
 
 def test_plan_json_lists_every_block_and_the_totals():
@@ -68,3 +68,15 @@ def test_default_mode_is_mlerp():
 
 def test_help_has_an_example():
     assert "tofu-edge plan deit_small_patch16_224 --r 13" in run("plan", "--help").stdout
+
+
+def test_plan_takes_per_block_ops_and_a_config_file(tmp_path):
+    ops = ",".join(["prune"] * 2 + ["mlerp"] * 10)
+    listed = json.loads(run("plan", "deit_small_patch16_224", "--r", "13", "--ops", ops, "--json").stdout)
+    assert [b["mode"] for b in listed["blocks"]] == ops.split(",") and listed["config"]["mode"] == "per-block"
+    path = tmp_path / "calibrated.json"
+    path.write_text(json.dumps({"model": "deit_small_patch16_224", "config": listed["config"]}))
+    from_file = json.loads(run("plan", "deit_small_patch16_224", "--config", path, "--json").stdout)
+    assert from_file["blocks"] == listed["blocks"]
+    refused = run("plan", "deit_small_patch16_224", "--config", path, "--r", "8")
+    assert refused.exit_code == 2 and "leave out the other fusion options" in refused.output

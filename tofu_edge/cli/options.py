@@ -22,6 +22,7 @@ __all__ = [
     "NO_FUSION_OPTIONS",
     "with_fusion_options",
     "parse_r",
+    "read_config_file",
 ]
 
 ModelArg = Annotated[str, typer.Argument(help="timm model name, e.g. deit_small_patch16_224.", show_default=False)]
@@ -40,22 +41,30 @@ class FusionOptions:
     r: str | None = None
     mode: Mode = DEFAULT_MODE
     switch: int | None = None
+    ops: str | None = None
     inflection: float = 0.0
     keep: float | None = None
     clamp: bool = False
     prop_attn: bool = True
+    config_file: Path | None = None
 
     @property
     def schedule_given(self) -> bool:
-        """Whether ``--r`` or ``--keep`` was given."""
-        return self.r is not None or self.keep is not None
+        """Whether ``--r``, ``--keep`` or ``--config`` was given."""
+        return self.r is not None or self.keep is not None or self.config_file is not None
 
     def config(self) -> FusionConfig:
-        """The `FusionConfig` these options describe (no ``--r`` and no ``--keep``: ``r=0``, nothing fused).
+        """The `FusionConfig` these options describe (no ``--r`` and no ``--keep``: ``r=0``, nothing fused), or the
+        one in the ``--config`` file.
 
         Raises:
-            ConfigError: a malformed ``--r`` or conflicting options (the library's own checks).
+            ConfigError: a malformed ``--r`` or ``--ops``, conflicting options, an unreadable ``--config`` file
+                (the library's own checks).
         """
+        if self.config_file is not None:
+            if self != FusionOptions(config_file=self.config_file):
+                raise ConfigError("--config FILE holds the whole fusion config; leave out the other fusion options")
+            return read_config_file(self.config_file)
         if self.r is not None and self.keep is not None:
             raise ConfigError("give either --keep (a MACs target) or --r (a token schedule), not both")
         return FusionConfig(
@@ -66,6 +75,7 @@ class FusionOptions:
             inflection=self.inflection,
             keep=self.keep,
             clamp=self.clamp,
+            ops=None if self.ops is None else tuple(op.strip() for op in self.ops.split(",")),
         )
 
 
@@ -107,6 +117,17 @@ _FUSION_PARAMETERS = [
             None,
         ),
         (
+            "ops",
+            Annotated[
+                str | None,
+                typer.Option(
+                    help="One step operation per block, e.g. prune,prune,mlerp,...: mode per-block (see calibrate).",
+                    show_default=False,
+                ),
+            ],
+            None,
+        ),
+        (
             "inflection",
             Annotated[float, typer.Option(help="ToMe's schedule shape for a constant r: <0 decreasing.")],
             0.0,
@@ -127,6 +148,18 @@ _FUSION_PARAMETERS = [
             "prop_attn",
             Annotated[bool, typer.Option(help="Proportional attention: add log(size) to the logits.")],
             True,
+        ),
+        (
+            "config_file",
+            Annotated[
+                Path | None,
+                typer.Option(
+                    "--config",
+                    help="A fusion config file (JSON, as tofu-edge calibrate writes it) instead of the options above.",
+                    show_default=False,
+                ),
+            ],
+            None,
         ),
     )
 ]
@@ -152,6 +185,25 @@ def with_fusion_options(command: Callable[..., Any]) -> Callable[..., Any]:
     wrapper.__signature__ = signature.replace(parameters=[*own[:at], *_FUSION_PARAMETERS, *own[at + 1 :]])
     wrapper.__annotations__ = {p.name: p.annotation for p in wrapper.__signature__.parameters.values()}
     return wrapper
+
+
+def read_config_file(path: Path) -> FusionConfig:
+    """The `FusionConfig` of a JSON file: the config itself, or an object with a ``config`` entry (``calibrate``'s).
+
+    Raises:
+        ConfigError: the file is missing, not JSON, or not a valid fusion config.
+    """
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"--config {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(f"--config {path} is not a JSON file: {error}") from None
+    if isinstance(data, dict) and isinstance(data.get("config"), dict):
+        data = data["config"]
+    return FusionConfig.from_dict(data)
 
 
 def parse_r(text: str) -> int | tuple[int, ...]:
