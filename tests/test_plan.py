@@ -1,6 +1,6 @@
 import pytest
 
-from tofu_edge import FusionConfig, ScheduleError, StepOp, create_model, describe_vit, resolve_plan
+from tofu_edge import ConfigError, FusionConfig, ScheduleError, StepOp, create_model, describe_vit, resolve_plan
 from tofu_edge.arch import max_reduction, split_sizes
 from tofu_edge.plan import schedule_r
 
@@ -94,3 +94,22 @@ def test_ops_set_each_blocks_operation_and_must_cover_every_block(deit_s):
     assert [b.op.value for b in plan.blocks] == ops
     with pytest.raises(ScheduleError, match="ops lists 3 operations but deit_small_patch16_224 has 12 blocks"):
         resolve_plan(FusionConfig(r=13, ops=ops[:3]), deit_s)
+
+
+@pytest.mark.parametrize("r", [8, 13, 16])
+def test_align_lands_every_step_on_a_multiple_at_the_same_macs(deit_s, r):
+    base = resolve_plan(FusionConfig(r=r, clamp=True), deit_s)
+    aligned = resolve_plan(FusionConfig(r=r, clamp=True, align=8), deit_s)
+    assert all(b.tokens_out % 8 == 0 for b in aligned.blocks if b.r > 0)
+    assert aligned.macs == pytest.approx(base.macs, rel=0.01)
+    assert all(b.r <= max_reduction(b.tokens_in, b.num_prefix) for b in aligned.blocks)
+
+
+def test_align_that_cannot_keep_the_macs_is_a_schedule_error(deit_s):
+    with pytest.raises(ScheduleError, match="align=64: no schedule"):
+        resolve_plan(FusionConfig(r=2, align=64), deit_s)
+
+
+def test_align_must_be_a_positive_int():
+    with pytest.raises(ConfigError, match="align must be a token count"):
+        FusionConfig(r=2, align=0)

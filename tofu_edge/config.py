@@ -73,6 +73,8 @@ class FusionConfig:
             plan then shows the capped values.
         ops: Each block's step operation (``prune``, ``mean`` or ``mlerp``), one per block; implies
             ``mode="per-block"``.
+        align: Shape the schedule so that the tokens leaving every fusion step are a multiple of ``align``
+            (e.g. 8: friendlier GEMM sizes, tensor cores on GPUs), at the same total MACs within 1 %.
 
     Raises:
         ConfigError: a malformed or conflicting option.
@@ -86,6 +88,7 @@ class FusionConfig:
     keep: float | None = None
     clamp: bool = False
     ops: tuple[StepOp, ...] | None = None
+    align: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", parse_choice(Mode, self.mode, "mode"))
@@ -109,6 +112,10 @@ class FusionConfig:
             raise ConfigError(f"inflection must be in [-1, 1], got {self.inflection}")
         if self.inflection and not isinstance(self.r, int):
             raise ConfigError("inflection shapes a constant r; it cannot be combined with a per-block r list")
+        if self.align is not None and (
+            isinstance(self.align, bool) or not isinstance(self.align, int) or self.align < 1
+        ):
+            raise ConfigError(f"align must be a token count >= 1 (e.g. 8), got {self.align!r}")
         if self.keep is not None:
             if not 0.0 < float(self.keep) <= 1.0:
                 raise ConfigError(f"keep must be a fraction of the MACs in (0, 1], got {self.keep}")
@@ -126,6 +133,7 @@ class FusionConfig:
             "keep": self.keep,
             "clamp": self.clamp,
             "ops": None if self.ops is None else [op.value for op in self.ops],
+            "align": self.align,
         }
 
     @classmethod

@@ -8,7 +8,7 @@ from tofu_edge.arch import ViTArch, max_reduction, split_sizes
 from tofu_edge.config import DEFAULT_TOFU_SWITCH, FusionConfig, Mode, StepOp
 from tofu_edge.errors import ScheduleError
 
-__all__ = ["BlockPlan", "FusionPlan", "resolve_plan", "schedule_r"]
+__all__ = ["BlockPlan", "FusionPlan", "resolve_plan", "schedule_r", "align_schedule"]
 
 
 @dataclass(frozen=True)
@@ -120,9 +120,11 @@ def resolve_plan(config: FusionConfig, arch: ViTArch) -> FusionPlan:
         raise ScheduleError(f"switch={config.switch} is past the last block of {arch.name} ({arch.num_blocks} blocks)")
     if config.ops is not None and len(config.ops) != arch.num_blocks:
         raise ScheduleError(f"ops lists {len(config.ops)} operations but {arch.name} has {arch.num_blocks} blocks")
-    if config.keep is not None:
-        return _plan(config, arch, _solve_keep(config, arch))
-    return _plan(config, arch, schedule_r(config, arch.num_blocks))
+    rs = _solve_keep(config, arch) if config.keep is not None else schedule_r(config, arch.num_blocks)
+    if config.align is None:
+        return _plan(config, arch, rs)
+    base = _plan(config, arch, rs)  # the schedule as asked (and every check on it) before it is shaped
+    return _plan(config, arch, align_schedule(arch, list(base.r_schedule), config.align))
 
 
 def schedule_r(config: FusionConfig, num_blocks: int) -> list[int]:
@@ -181,6 +183,47 @@ def _plan(config: FusionConfig, arch: ViTArch, rs: list[int]) -> FusionPlan:
         blocks.append(block)
         tokens, sized = block.tokens_out, sized or block.merges
     return FusionPlan(config=config, arch=arch, blocks=tuple(blocks))
+
+
+ALIGN_MACS_TOLERANCE = 0.01  # an aligned schedule keeps the total MACs within 1 % of the schedule it shapes
+
+
+def align_schedule(arch: ViTArch, rs: list[int], align: int) -> list[int]:
+    """``rs`` reshaped so that the tokens leaving every fusion step are a multiple of ``align``, at the same total
+    MACs (within 1 %).
+
+    GEMMs, and tensor cores on GPUs, run fastest when the token count is a multiple of 8 or 16: a 197-token
+    DeiT-S at r=13 leaves 184, 171, 158, ... tokens; with ``align=8`` it leaves 184, 176, 160, .... Block by
+    block, the tokens out move to the multiple of ``align`` just below or above the original count, whichever
+    keeps the MACs spent so far closer to the original's (so rounding errors do not add up); blocks that remove
+    nothing stay that way, and no block removes more than it can.
+
+    Raises:
+        ScheduleError: no aligned schedule within 1 % of the MACs (say, ``align`` larger than the steps).
+    """
+    aligned, tokens, spent, target = [], arch.num_tokens, 0, 0
+    original = arch.num_tokens
+    for r in rs:
+        target += arch.block_macs(original, r)
+        original -= r
+        if r == 0:
+            aligned.append(0)
+            spent += arch.block_macs(tokens, 0)
+            continue
+        low = max(original // align * align, tokens - max_reduction(tokens, arch.num_prefix))
+        candidates = {t for t in (original // align * align, -(-original // align) * align) if low <= t <= tokens}
+        candidates = candidates or {max(low, tokens - r)}  # no multiple in reach: keep this block's own step
+        out = min(sorted(candidates), key=lambda t: abs(spent + arch.block_macs(tokens, tokens - t) - target))
+        aligned.append(tokens - out)
+        spent += arch.block_macs(tokens, tokens - out)
+        tokens = out
+    total = arch.embed_macs + arch.head_macs
+    if abs(spent - target) > ALIGN_MACS_TOLERANCE * (target + total):
+        raise ScheduleError(
+            f"align={align}: no schedule with token counts in multiples of {align} comes within "
+            f"{ALIGN_MACS_TOLERANCE:.0%} of the MACs of r={rs}; use a smaller align"
+        )
+    return aligned
 
 
 def _capped(arch: ViTArch, rs: list[int]) -> list[int]:

@@ -46,6 +46,7 @@ class FusionOptions:
     keep: float | None = None
     clamp: bool = False
     prop_attn: bool = True
+    align: int | None = None
     config_file: Path | None = None
 
     @property
@@ -76,6 +77,7 @@ class FusionOptions:
             keep=self.keep,
             clamp=self.clamp,
             ops=None if self.ops is None else tuple(op.strip() for op in self.ops.split(",")),
+            align=self.align,
         )
 
 
@@ -148,6 +150,17 @@ _FUSION_PARAMETERS = [
             "prop_attn",
             Annotated[bool, typer.Option(help="Proportional attention: add log(size) to the logits.")],
             True,
+        ),
+        (
+            "align",
+            Annotated[
+                int | None,
+                typer.Option(
+                    help="Shape r so every block leaves a multiple of this many tokens (e.g. 8), same MACs within 1 %.",
+                    show_default=False,
+                ),
+            ],
+            None,
         ),
         (
             "config_file",
