@@ -65,14 +65,16 @@ def fuse_tokens(
     if size is None:
         size_dst = torch.ones_like(x_dst[..., :1])
         total = size_dst + assign.sum(dim=-1, keepdim=True)
-        merged = (x_dst + assign @ x_src) / total
+        summed = x_dst + assign @ x_src
     else:
         size_dst, size_src = gather_tokens(size, match.dst), gather_tokens(size, match.src)
         total = size_dst + assign @ size_src
-        merged = (size_dst * x_dst + assign @ (size_src * x_src)) / total
-    if op is StepOp.MLERP:
-        largest = torch.maximum(x_dst.norm(dim=-1), (assign * x_src.norm(dim=-1)[:, None, :]).amax(dim=-1))
-        merged = merged / merged.norm(dim=-1, keepdim=True).clamp_min(EPS) * largest[..., None]
+        summed = size_dst * x_dst + assign @ (size_src * x_src)
+    merged = summed / total
+    if op is StepOp.MLERP:  # the direction of the average, the largest norm in the group
+        src_norm = x_src.norm(dim=-1)[:, None, :]  # [B, 1, r]
+        largest = torch.maximum(x_dst.norm(dim=-1, keepdim=True), (assign * src_norm).amax(dim=-1, keepdim=True))
+        merged = merged / merged.norm(dim=-1, keepdim=True).clamp_min(EPS) * largest
     grouped = total > size_dst  # destinations that absorbed a source; the others stay exactly as they were
     new_dst = torch.where(grouped, merged, x_dst)
     if size is None:
