@@ -1,22 +1,21 @@
-"""Eager PyTorch latency of fused DeiT-S (tofu and mean modes) against unfused timm, in one process.
+"""PyTorch latency of fused DeiT-S against unfused timm, eager and ``torch.compile``d, in one process per group.
 
-Usage: python benchmarks/eager_latency.py [--rounds 12] [--model deit_small_patch16_224]
-Writes benchmarks/results/eager_latency.json and prints a markdown table of speed-ups.
+Usage: python -m benchmarks.eager_latency [--rs 8,13,16] [--modes default,mean] [--batches 1,8] [--compile]
+
+Each group (one batch size, eager or compiled) is one `tofu_edge.measure.bench_model` run: the unfused model and
+every fused variant timed round-robin, one call each per round, after a warm-up (which absorbs torch.compile's
+compilation), speed-ups as the median of per-round ratios: exactly what `tofu-edge bench --backend torch
+[--compile]` does. Writes benchmarks/results/eager_latency.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 from pathlib import Path
 
-import torch
-
-import tofu_edge
-from benchmarks.common import RESULTS, environment, write_json
+from benchmarks.common import RESULTS, write_json
 from tofu_edge import FusionConfig
-from tofu_edge.measure import measure_interleaved, paired_speedup, torch_runner
-from tofu_edge.stats import LatencyStats
+from tofu_edge.measure import Timing, Variant, bench_model, variant_name
 
 
 def main() -> None:
@@ -24,58 +23,46 @@ def main() -> None:
     parser.add_argument("--model", default="deit_small_patch16_224")
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--rs", default="8,13,16")
-    parser.add_argument("--modes", default="tofu,mean")
-    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--modes", default="default,mean", help="default (the library's) or mode names; comma list")
+    parser.add_argument("--rounds", default="60,16", help="Timed rounds per batch size (comma list, in order).")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--compile", action="store_true", help="Also time every variant after torch.compile.")
+    parser.add_argument("--compile-rs", default="13", help="r values timed compiled (compiling is slow).")
     parser.add_argument("--output", default=str(RESULTS / "eager_latency.json"))
     args = parser.parse_args()
 
-    torch.manual_seed(0)
-    torch.set_num_threads(args.threads)
-    base = tofu_edge.create_model(args.model)
-    variants = {"unfused": (base, None)}
-    for mode in args.modes.split(","):
-        for r in map(int, args.rs.split(",")):
-            # clamp: r=16 cannot be removed in DeiT-S's last block (21 tokens); cap it there as ToMe does
-            model = tofu_edge.fuse(copy.deepcopy(base), FusionConfig(r=r, mode=mode, clamp=True))
-            variants[f"{mode} r={r}"] = (model, model.tofu_plan)
-    unfused_gmacs = tofu_edge.resolve_plan(FusionConfig(), tofu_edge.describe_vit(base)).macs / 1e9
-
-    results = []
-    for batch in map(int, args.batches.split(",")):
-        images = torch.randn(batch, 3, *base.patch_embed.img_size)
-        runners = [torch_runner(name, model, images) for name, (model, _) in variants.items()]
-        rounds = args.rounds * (8 if batch == 1 else 1)  # many more short calls at batch 1
-        samples = measure_interleaved(runners, warmup=2, iterations=rounds)
-        for name, (_, plan) in variants.items():
-            stats = LatencyStats.from_samples(samples[name], batch).to_dict()
-            gmacs = plan.macs / 1e9 if plan else unfused_gmacs
-            results.append(
-                {
-                    "variant": name,
-                    "batch": batch,
-                    "gmacs": gmacs,
-                    "plan": plan.to_dict() if plan else None,
-                    "speedup": paired_speedup(samples["unfused"], samples[name]),
-                    "ideal_speedup": unfused_gmacs / gmacs,
-                    **stats,
-                }
+    batches = [int(b) for b in args.batches.split(",")]
+    rounds = dict(zip(batches, [int(n) for n in args.rounds.split(",")] * len(batches), strict=False))
+    groups = [(False, args.rs)] + ([(True, args.compile_rs)] if args.compile else [])
+    headers, rows = [], []
+    for compiled in (c for c, _ in groups):
+        rs = dict(groups)[compiled]
+        for batch in batches:
+            timing = Timing(warmup=6 if compiled else 3, iterations=rounds[batch], threads=args.threads)
+            result = bench_model(
+                args.model, variants(rs, args.modes), batch=batch, compile=compiled, timing=timing, progress=None
             )
-            print(f"b={batch} {name:12s} {stats['median_ms']:8.1f} ms  x{results[-1]['speedup']:.2f}", flush=True)
+            headers.append(result.header)
+            for row in result.rows:
+                rows.append({**row, "compiled": compiled})
+                print(
+                    f"{'compiled' if compiled else 'eager':8s} b={batch} {row['variant']:28s} "
+                    f"{row['stats']['median_ms']:8.2f} ms  x{row['speedup']:.3f} (ideal x{row['ideal_speedup']:.2f})",
+                    flush=True,
+                )
+    write_json(Path(args.output), {"environment": headers[0], "groups": headers, "results": rows})
+    print(f"wrote {args.output}")
 
-    env = {
-        **environment(args.threads),
-        "model": args.model,
-        "weights": "random (timm init, seed 0)",
-        "precision": "fp32",
-    }
-    write_json(Path(args.output), {"environment": env, "results": results})
-    print("\n| variant | GMACs | ideal | b=1 speed-up | b=8 speed-up |\n|---|---|---|---|---|")
-    for name in variants:
-        rows = {r["batch"]: r for r in results if r["variant"] == name}
-        speedups = " | ".join(f"{rows[b]['speedup']:.2f}x" if b in rows else "-" for b in (1, 8))
-        first = next(iter(rows.values()))
-        print(f"| {name} | {first['gmacs']:.2f} | {first['ideal_speedup']:.2f}x | {speedups} |")
+
+def variants(rs: str, modes: str) -> list[Variant]:
+    """The unfused model, then every mode at every r (``clamp=True``: r=16 is capped in DeiT-S's last block)."""
+    found = [Variant(variant_name(None))]
+    for r in map(int, rs.split(",")):
+        for mode in modes.split(","):
+            config = FusionConfig(r=r, clamp=True) if mode == "default" else FusionConfig(r=r, mode=mode, clamp=True)
+            name = variant_name(config)
+            found.append(Variant(f"default ({name})" if mode == "default" else name, config))
+    return found
 
 
 if __name__ == "__main__":

@@ -1,18 +1,21 @@
 """onnxruntime (CPU) latency of exported fused DeiT-S against the exported unfused model, in one process.
 
-Usage: python -m benchmarks.onnx_latency [--rounds 40] [--rs 8,13,16] [--batches 1,8]
+Usage: python -m benchmarks.onnx_latency [--rs 8,13,16] [--batches 1,8] [--modes default,mean] [--align 8]
 
-For every batch size, exports the unfused model and the fused ones (static batch, opset 17, with the
-exporter's own parity check, timed), then runs all sessions round-robin, one call each per round. Reports
-the median of the per-round speed-ups (each fused call against the unfused call of the same round, so
-drifts in machine speed cancel), the speed-up of the fastest calls, and each one's fraction of the
-FLOPs-ideal speed-up. Writes benchmarks/results/onnx_latency.json.
+For every batch size, exports the unfused model, the `static-drop` ceiling at each r (the fused token counts with
+tokens simply cut off: no matching, no merge, so the fastest this runtime can be at those shapes) and each fusion
+mode at each r (static batch, opset 17, the exporter's own parity check), optionally each of those again with
+``align`` (token counts in multiples of N at the same MACs); then runs all sessions round-robin, one call each per
+round. Reports the median of the per-round speed-ups against the unfused call of the same round (drifts in machine
+speed cancel), each variant's fraction of its FLOPs-ideal speed-up and of the ceiling's speed-up.
+Writes benchmarks/results/onnx_latency.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -24,8 +27,11 @@ from benchmarks.common import RESULTS, environment, write_json
 from tofu_edge import FusionConfig
 from tofu_edge.export import export_onnx, ort_session
 from tofu_edge.measure import measure_interleaved, ort_runner, paired_speedup
+from tofu_edge.measure.variants import variant_name
 from tofu_edge.patch import FusedBlock
 from tofu_edge.stats import LatencyStats
+
+STATIC_DROP = "static-drop"
 
 
 def main() -> None:
@@ -33,8 +39,11 @@ def main() -> None:
     parser.add_argument("--model", default="deit_small_patch16_224")
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--rs", default="8,13,16")
-    parser.add_argument("--mode", default="tofu")
-    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument(
+        "--modes", default="default,mean", help="default (the library's), a mode name, or tofu@SWITCH; comma list"
+    )
+    parser.add_argument("--align", type=int, help="Also time every variant with this align (e.g. 8).")
+    parser.add_argument("--rounds", default="40,24", help="Timed rounds per batch size (comma list, in order).")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--spinning",
@@ -42,80 +51,104 @@ def main() -> None:
         help="Let onnxruntime's idle threads spin (its default). Off by default: on 2-vCPU machines spinning "
         "costs the unfused model 40 %% (benchmarks/README.md).",
     )
-    parser.add_argument(
-        "--static-drop",
-        type=int,
-        metavar="R",
-        help="Also time the runtime's ceiling at this r: the fused token counts, cut off with no matching.",
-    )
     parser.add_argument("--output", default=str(RESULTS / "onnx_latency.json"))
     args = parser.parse_args()
 
+    batches = [int(b) for b in args.batches.split(",")]
+    rounds = dict(zip(batches, [int(n) for n in args.rounds.split(",")] * len(batches), strict=False))
     results, exports = [], []
     with tempfile.TemporaryDirectory() as folder:
-        for batch in map(int, args.batches.split(",")):
-            configs = {"unfused": FusionConfig()}
-            for r in map(int, args.rs.split(",")):
-                # clamp: DeiT-S's last block cannot remove 16 of its 21 tokens; cap it there as ToMe does
-                configs[f"{args.mode} r={r}"] = FusionConfig(r=r, mode=args.mode, clamp=True)
-            if args.static_drop is not None:
-                configs[f"static-drop r={args.static_drop}"] = FusionConfig(r=args.static_drop, clamp=True)
+        for batch in batches:
+            configs = variants(args.rs, args.modes, args.align)
             reports = {}
             for name, config in configs.items():
                 started = time.perf_counter()
-                path = Path(folder) / f"{name.replace(' ', '_').replace('=', '')}_b{batch}.onnx"
-                with _static_drop() if name.startswith("static-drop") else contextlib.nullcontext():
+                path = Path(folder) / f"{''.join(c if c.isalnum() else '_' for c in name)}_b{batch}.onnx"
+                with _static_drop() if name.startswith(STATIC_DROP) else contextlib.nullcontext():
                     reports[name] = export_onnx(args.model, path, config, batch=batch)
                 seconds = time.perf_counter() - started
-                exports.append(
-                    {
-                        "variant": name,
-                        "batch": batch,
-                        "export_and_parity_s": seconds,
-                        "parity_passed": reports[name].parity.passed,
-                    }
-                )
-                print(f"exported {name} b={batch} in {seconds:.1f} s", flush=True)
-            samples = _paired_latency(reports, batch, args.rounds, args.threads, args.spinning)
-            base = np.array(samples["unfused"])
+                exports.append({"variant": name, "batch": batch, "export_and_parity_s": seconds})
+                print(f"exported {name} b={batch} in {seconds:.1f} s ({sum(reports[name].ops.values())} nodes)")
+            images = np.random.default_rng(0).standard_normal((batch, 3, 224, 224), dtype=np.float32)
+            runners = [
+                ort_runner(name, ort_session(r.onnx_path, threads=args.threads, spinning=args.spinning), images)
+                for name, r in reports.items()
+            ]
+            samples = measure_interleaved(runners, warmup=3, iterations=rounds[batch])
             for name, report in reports.items():
-                times = np.array(samples[name])
-                ideal = report.plan.unfused_macs / report.plan.macs
-                speedup = paired_speedup(samples["unfused"], samples[name])
-                results.append(
-                    {
-                        "variant": name,
-                        "batch": batch,
-                        "gmacs": report.plan.macs / 1e9,
-                        "ideal_speedup": ideal,
-                        "speedup": speedup,
-                        "fraction_of_ideal": speedup / ideal,
-                        "speedup_of_fastest": float(base.min() / times.min()),
-                        "onnx_nodes": sum(report.ops.values()),
-                        "plan": report.plan.to_dict(),
-                        **LatencyStats.from_samples(samples[name], batch).to_dict(),
-                    }
-                )
-                print(
-                    f"b={batch} {name:10s} x{speedup:.3f} (ideal x{ideal:.2f}, {speedup / ideal:.2f} of it)", flush=True
-                )
+                results.append(_row(name, batch, report, samples))
+            _print_batch([row for row in results if row["batch"] == batch])
 
     env = {
         **environment(args.threads),
         "model": args.model,
-        "ort_threads": args.threads,
         "ort_allow_spinning": args.spinning,
         "weights": "random (timm init)",
         "precision": "fp32",
         "opset": 17,
+        "rounds": rounds,
     }
     write_json(Path(args.output), {"environment": env, "exports": exports, "results": results})
-    print("\n| batch | variant | GMACs | ideal | speed-up | of ideal | fastest-call speed-up |")
-    print("|---|---|---|---|---|---|---|")
-    for row in results:
+    print(f"wrote {args.output}")
+
+
+def variants(rs: str, modes: str, align: int | None) -> dict[str, FusionConfig | None]:
+    """Unfused, then per r the static-drop ceiling and every mode; with ``align``, each of those aligned too.
+
+    ``clamp=True`` everywhere: DeiT-S's last block cannot remove 16 of its 21 tokens; it is capped there as ToMe does.
+    """
+    found: dict[str, FusionConfig | None] = {"unfused": FusionConfig()}
+    for r in map(int, rs.split(",")):
+        configs = {f"{STATIC_DROP} r={r}": FusionConfig(r=r, clamp=True)}
+        for mode in modes.split(","):
+            config = _config(mode, r)
+            configs[variant_name(config) if mode != "default" else f"default ({variant_name(config)})"] = config
+        for name, config in configs.items():
+            found[name] = config
+            if align:
+                found[f"{name} align={align}"] = dataclasses.replace(config, align=align)
+    return found
+
+
+def _config(mode: str, r: int) -> FusionConfig:
+    if mode == "default":
+        return FusionConfig(r=r, clamp=True)
+    if mode.startswith("tofu@"):
+        return FusionConfig(r=r, mode="tofu", switch=int(mode.removeprefix("tofu@")), clamp=True)
+    return FusionConfig(r=r, mode=mode, clamp=True)
+
+
+def _row(name: str, batch: int, report, samples: dict[str, list[float]]) -> dict:
+    plan = report.plan
+    ideal = plan.unfused_macs / plan.macs
+    speedup = paired_speedup(samples["unfused"], samples[name])
+    r = name.split("r=")[1].split(" ")[0] if "r=" in name else None
+    ceiling_name = f"{STATIC_DROP} r={r}" + (f" align={name.split('align=')[1]}" if "align=" in name else "")
+    ceiling = paired_speedup(samples["unfused"], samples[ceiling_name]) if ceiling_name in samples else None
+    return {
+        "variant": name,
+        "batch": batch,
+        "gmacs": plan.macs / 1e9,
+        "ideal_speedup": ideal,
+        "speedup": speedup,
+        "fraction_of_ideal": speedup / ideal,
+        "fraction_of_ceiling": speedup / ceiling if ceiling else None,
+        "tokens_out": [b.tokens_out for b in plan.blocks],
+        "onnx_nodes": sum(report.ops.values()),
+        "plan": plan.to_dict(),
+        **LatencyStats.from_samples(samples[name], batch).to_dict(),
+    }
+
+
+def _print_batch(rows: list[dict]) -> None:
+    print("\n| batch | variant | GMACs | ideal | speed-up | of ideal | of ceiling | nodes |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        ceiling = "-" if row["fraction_of_ceiling"] is None else f"{row['fraction_of_ceiling']:.2f}"
         print(
             f"| {row['batch']} | {row['variant']} | {row['gmacs']:.2f} | {row['ideal_speedup']:.2f}x | "
-            f"{row['speedup']:.2f}x | {row['fraction_of_ideal']:.2f} | {row['speedup_of_fastest']:.2f}x |"
+            f"{row['speedup']:.2f}x | **{row['fraction_of_ideal']:.2f}** | {ceiling} | {row['onnx_nodes']} |",
+            flush=True,
         )
 
 
@@ -125,21 +158,10 @@ def _static_drop():
     counts and none of the fusion step's ops. Its speed-up is the ceiling this runtime allows."""
 
     def keep_first(block, x, size, metric):
-        r = block.tofu_step.r
-        return x[:, : x.shape[1] - r], size, None
+        return x[:, : x.shape[1] - block.tofu_step.r], size, None
 
     with mock.patch.object(FusedBlock, "fusion_step", keep_first):
         yield
-
-
-def _paired_latency(reports: dict, batch: int, rounds: int, threads: int, spinning: bool) -> dict[str, list[float]]:
-    """Milliseconds per call of every session, round-robin with one call each per round."""
-    images = np.random.default_rng(0).standard_normal((batch, 3, 224, 224), dtype=np.float32)
-    runners = [
-        ort_runner(name, ort_session(r.onnx_path, threads=threads, spinning=spinning), images)
-        for name, r in reports.items()
-    ]
-    return measure_interleaved(runners, warmup=3, iterations=rounds)
 
 
 if __name__ == "__main__":

@@ -26,3 +26,15 @@ def test_a_failure_leaves_nothing(tmp_path):
         tmp.write_text("half")
         raise RuntimeError("export failed")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_one_version_in_the_package_its_metadata_and_the_changelog():
+    import re
+    from importlib import metadata
+    from pathlib import Path
+
+    import tofu_edge
+
+    changelog = (Path(__file__).parents[1] / "CHANGELOG.md").read_text()
+    top = re.search(r"^## (\d+\.\d+\.\d+)", changelog, re.MULTILINE).group(1)
+    assert tofu_edge.__version__ == top == metadata.version("tofu-edge")
