@@ -40,19 +40,25 @@ class _Variant:
     r_schedule: list[int] | None
 
 
-def variant_configs(rs=DEFAULT_RS, mean_r: int | None = 13) -> dict[str, FusionConfig | None]:
-    """``unfused``, the library's default mode at every ``r``, and ToMe's rule (``mean``) at ``mean_r``."""
+KERNELS = "kernels "  # variant name prefix: the fusion steps run on the plugin kernels (kernel_model.py)
+
+
+def variant_configs(rs=DEFAULT_RS, mean_r: int | None = 13, kernels: bool = False) -> dict[str, FusionConfig | None]:
+    """``unfused``, the library's default mode at every ``r``, and ToMe's rule (``mean``) at ``mean_r``; with
+    ``kernels``, each fused variant again with its fusion steps on the plugin kernels."""
     default_mode = FusionConfig(r=1).mode.value
     configs: dict[str, FusionConfig | None] = {"unfused": None}
     for r in rs:
         configs[f"{default_mode} r={r}"] = FusionConfig(r=r, clamp=True)
     if mean_r is not None and default_mode != "mean":
         configs[f"mean r={mean_r}"] = FusionConfig(r=mean_r, mode="mean", clamp=True)
+    if kernels:
+        configs.update({KERNELS + name: config for name, config in configs.items() if config is not None})
     return configs
 
 
 def _build_variants(
-    name: str, configs: dict, device: torch.device, dtype: torch.dtype, model_kwargs: dict
+    name: str, configs: dict, device: torch.device, dtype: torch.dtype, model_kwargs: dict, kernels=None
 ) -> list[_Variant]:
     torch.manual_seed(0)
     base = tofu_edge.create_model(name, **model_kwargs)
@@ -70,6 +76,10 @@ def _build_variants(
             plan = model.tofu_plan
             gmacs = getattr(plan, "macs", 0) / 1e9 or None
             schedule = [block.r for block in plan.blocks]
+            if variant_name.startswith(KERNELS):
+                from benchmarks.gpu.kernel_model import use_kernel_blocks
+
+                use_kernel_blocks(model, kernels)
         model = model.to(device=device, dtype=dtype).eval()
         variants.append(_Variant(variant_name, model, config.to_dict() if config else None, gmacs, schedule))
     return variants
@@ -118,6 +128,7 @@ def run_model_timings(
     configs: dict | None = None,
     model_kwargs: dict | None = None,
     log: Callable[[str], None] = print,
+    kernels=None,
 ) -> dict:
     """Time every model, batch and kind (graph, eager) within ``budget_s``; groups past it are listed as skipped.
 
@@ -130,6 +141,7 @@ def run_model_timings(
         configs: Variant name to `FusionConfig` (None = unfused); None means `variant_configs()`.
         model_kwargs: Passed to `tofu_edge.create_model` (e.g. a smaller model for a smoke test).
         log: Progress lines.
+        kernels: A `CudaKernels`: also time every fused variant with its fusion steps on the plugin kernels.
 
     Returns:
         ``{"results": [...], "errors": [...], "skipped": [...], "variants": {...}}``.
@@ -138,7 +150,7 @@ def run_model_timings(
     cuda = device.type == "cuda"
     clock = Clock(device)
     models = MODELS if models is None else models
-    configs = variant_configs() if configs is None else configs
+    configs = variant_configs(kernels=kernels is not None) if configs is None else configs
     kinds = KINDS if cuda else ("eager",)
     deadline = time.perf_counter() + budget_s
     groups_total = len(models) * len(batches) * len(kinds)
@@ -150,7 +162,7 @@ def run_model_timings(
             skipped += [f"{short} b{b} {k}" for b in batches for k in kinds]
             continue
         try:
-            variants = _build_variants(name, configs, device, dtype, model_kwargs or {})
+            variants = _build_variants(name, configs, device, dtype, model_kwargs or {}, kernels)
         except Exception as error:
             errors.append({"model": short, "error": f"building: {type(error).__name__}: {error}"})
             groups_done += len(batches) * len(kinds)

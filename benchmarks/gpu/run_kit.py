@@ -357,7 +357,7 @@ def kernels_phase(kit: Kit, state: dict, smoke: bool) -> dict:
     return result
 
 
-def models_phase(kit: Kit, smoke: bool) -> dict:
+def models_phase(kit: Kit, state: dict, smoke: bool) -> dict:
     import torch
 
     from benchmarks.gpu.model_bench import run_model_timings, variant_configs
@@ -380,7 +380,7 @@ def models_phase(kit: Kit, smoke: bool) -> dict:
         return {"status_override": "skipped", "reason": "no CUDA device (torch.cuda.is_available() is False)"}
     budget = max(10.0, min(MODELS_BUDGET_S, kit.left() - FINAL_MARGIN_S))
     with torch.inference_mode():
-        result = run_model_timings(torch.device("cuda"), budget_s=budget, log=kit.log)
+        result = run_model_timings(torch.device("cuda"), budget_s=budget, log=kit.log, kernels=state.get("kernels"))
     result["precision"] = "fp16 (model.half(), fp16 inputs)"
     result["torch_compile"] = "not run: compiling every variant and batch does not fit a 15-minute GPU loan"
     if result["skipped"] or result["errors"]:
@@ -550,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
     if "kernels" in phases:
         kit.phase("kernels", lambda: kernels_phase(kit, state, args.smoke))
     if "models" in phases:
-        kit.phase("models", lambda: models_phase(kit, args.smoke))
+        kit.phase("models", lambda: models_phase(kit, state, args.smoke))
 
     kit.results["finished"] = _now()
     kit.results["seconds"] = round(time.perf_counter() - kit.start, 1)
