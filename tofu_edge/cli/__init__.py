@@ -7,6 +7,7 @@ import typer
 from tofu_edge.cli.bench import bench_command
 from tofu_edge.cli.build import build_command
 from tofu_edge.cli.calibrate import calibrate_command
+from tofu_edge.cli.diffusion import diffusion_app
 from tofu_edge.cli.errors import one_line_errors
 from tofu_edge.cli.evaluate import eval_command
 from tofu_edge.cli.export import export_command
@@ -30,6 +31,7 @@ app.command("run")(one_line_errors(run_command))
 app.command("bench")(one_line_errors(bench_command))
 app.command("eval")(one_line_errors(eval_command))
 app.command("visualize")(one_line_errors(visualize_command))
+app.add_typer(diffusion_app, name="diffusion")
 
 
 @app.callback()

@@ -1,0 +1,293 @@
+"""`export_onnx` for diffusion models: one denoising step of a fused UNet / transformer as portable ONNX.
+
+The graph takes the model's static inputs (latent, timestep, conditioning), is checked with the same portable
+rules as the ViT export (standard ops, static shapes, no reducing scatter), and is parity-checked against PyTorch
+with onnxruntime before anything is written. Models over ~1.5 GB of weights (SD's UNet is 3.4 GB in fp32) are
+written with external data, ``<name>.onnx`` plus ``<name>.onnx.data``; all files appear together or not at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_ir
+import onnxscript.optimizer
+import torch
+
+from tofu_edge.diffusion.apply import DiffusionPlan, apply, is_applied, latent_size, remove
+from tofu_edge.diffusion.config import DiffusionFusionConfig
+from tofu_edge.diffusion.inputs import example_inputs, input_family
+from tofu_edge.errors import ConfigError, ExportError
+from tofu_edge.export.graph import check_portable, convert_opset, op_counts, set_metadata
+from tofu_edge.export.parity import ParityReport, ParityTolerance, compare_outputs
+from tofu_edge.export.session import ort_session
+from tofu_edge.files import atomic_outputs, check_writable
+from tofu_edge.versions import EXPORT_PACKAGES, package_versions
+
+__all__ = ["DiffusionExportReport", "export_onnx", "EXTERNAL_DATA_BYTES"]
+
+EXTERNAL_DATA_BYTES = 1_500_000_000  # above this much weight data, write it beside the graph (protobuf stops at 2 GB)
+FOLD_LIMIT = 1 << 20  # elements: fold small weight-only subgraphs, leave the big weights alone
+PARITY_TOLERANCE = ParityTolerance(min_cosine=0.999, min_top1_agreement=0.0)  # top-1 means nothing for latents
+PACKAGES = (*EXPORT_PACKAGES, "diffusers")
+
+
+@dataclass(frozen=True)
+class DiffusionExportReport:
+    """What `export_onnx` wrote and checked (also saved as JSON beside the ONNX file)."""
+
+    onnx_path: Path
+    report_path: Path
+    data_path: Path | None
+    model: str
+    inputs: dict[str, list[int]]
+    opset: int
+    plan: DiffusionPlan
+    parity: ParityReport
+    seconds: dict[str, float]
+    ops: dict[str, int]
+    tensorrt_rtx: dict | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "onnx": str(self.onnx_path),
+            "external_data": None if self.data_path is None else str(self.data_path),
+            "model": self.model,
+            "inputs": self.inputs,
+            "opset": self.opset,
+            "plan": self.plan.to_dict(),
+            "parity": self.parity.to_dict(),
+            "tensorrt_rtx": self.tensorrt_rtx,
+            "seconds": self.seconds,
+            "ops": self.ops,
+            "versions": package_versions(PACKAGES),
+        }
+
+
+def export_onnx(
+    model: torch.nn.Module,
+    output: str | Path,
+    config: DiffusionFusionConfig | None = None,
+    *,
+    sample_size: int | tuple[int, int] | None = None,
+    batch: int = 1,
+    encoder_length: int | None = None,
+    opset: int = 18,
+    parity_runs: int = 2,
+    tolerance: ParityTolerance | None = None,
+    external_data: bool | None = None,
+    tensorrt_rtx: bool = False,
+) -> DiffusionExportReport:
+    """Fuse a diffusers model, export one step to portable ONNX, check it, and write the files.
+
+    The model is fused in place for the export and left as it was afterwards (unfused, or fused as before).
+
+    Args:
+        model: A supported diffusers model (``tofu_edge.diffusion.SUPPORTED``).
+        output: The ``.onnx`` path; the report goes to the same stem with ``.json``, external data to
+            ``<output>.data``.
+        config: The fusion; ``None`` exports the unfused model.
+        sample_size: Latent size (default: the model's ``config.sample_size``).
+        batch: Static batch size (2 for classifier-free guidance in one call).
+        encoder_length: Conditioning tokens (default 77 for a UNet, 120 for PixArt).
+        opset: 18 (default) or 17 (only where ONNX's converter takes the graph down: not with GEGLU's Split).
+        parity_runs: Random input sets checked against PyTorch (a constant latent is checked too).
+        tolerance: Parity pass criteria (default: cosine >= 0.999 per sample).
+        external_data: Force external data on or off; default by size (`EXTERNAL_DATA_BYTES`).
+        tensorrt_rtx: Also parse and build the graph with TensorRT-RTX on the CPU (``pip install tensorrt-rtx``).
+
+    Raises:
+        TofuError: bad input (model, config, size, output path, opset), exit code 2; ExportError when TensorRT-RTX
+            rejects the graph.
+        ParityError: parity out of tolerance, exit code 1 (nothing is written).
+    """
+    started = time.perf_counter()
+    output = Path(output)
+    if batch < 1 or parity_runs < 1:
+        raise ConfigError(f"batch and parity_runs must be >= 1, got {batch} and {parity_runs}")
+    convert_opset(onnx.helper.make_model(onnx.helper.make_graph([], "probe", [], [])), opset)  # validates opset
+    check_writable(output)
+    family = input_family(model)
+    size = latent_size(model, sample_size)
+    previous = model.tofu_plan if is_applied(model) else None
+    was_training = model.training
+    try:
+        apply(model.eval(), config or DiffusionFusionConfig(ratio=0.0), sample_size=size)
+        plan = model.tofu_plan
+        feeds = [example_inputs(model, family, size, batch, encoder_length, seed) for seed in range(parity_runs)]
+        feeds.append(example_inputs(model, family, size, batch, encoder_length, 0, flat=True))
+        adapter = _StepAdapter(model, family)
+        program = _trace(adapter, feeds[0])
+        traced = time.perf_counter()
+        weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        external = weight_bytes > EXTERNAL_DATA_BYTES if external_data is None else external_data
+        with _scratch_dir(output) as scratch, atomic_outputs(*_targets(output, external)) as temps:
+            graph_file = scratch / output.name
+            onnx_ir.save(program, graph_file, external_data=f"{output.name}.data" if external else None)
+            del program
+            proto = convert_opset(onnx.load(str(graph_file), load_external_data=False), opset)
+            with _working_dir(scratch):  # the checker finds external data relative to the working directory
+                proto = check_portable(proto, dynamic_batch=False)
+            set_metadata(proto, _metadata(plan, family, feeds[0]))
+            onnx.save(proto, str(graph_file))
+            parity = _parity(graph_file, adapter, feeds, tolerance or PARITY_TOLERANCE)
+            trt = _tensorrt_rtx(graph_file) if tensorrt_rtx else None
+            finished = time.perf_counter()
+            report = DiffusionExportReport(
+                onnx_path=output,
+                report_path=output.with_suffix(".json"),
+                data_path=output.with_name(f"{output.name}.data") if external else None,
+                model=type(model).__name__,
+                inputs={name: list(value.shape) for name, value in feeds[0].items()},
+                opset=opset,
+                plan=plan,
+                parity=parity,
+                seconds={"trace": traced - started, "total": finished - started},
+                ops=op_counts(proto),
+                tensorrt_rtx=trt,
+            )
+            parity.raise_if_failed(f"{output.name}: onnxruntime vs PyTorch")
+            os.replace(graph_file, temps[0])
+            if external:
+                os.replace(scratch / f"{output.name}.data", temps[1])
+            temps[-1].write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    finally:
+        remove(model)
+        if previous is not None:
+            apply(model, previous.config, sample_size=previous.sample_size)
+        model.train(was_training)
+    return report
+
+
+class _StepAdapter(torch.nn.Module):
+    """One denoising step with positional tensor inputs and one tensor output, as the exporter wants it."""
+
+    def __init__(self, model: torch.nn.Module, family: str) -> None:
+        super().__init__()
+        self.model, self.family = model, family
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        if self.family == "unet":
+            sample, timestep, context = inputs
+            return self.model(sample, timestep, encoder_hidden_states=context, return_dict=False)[0]
+        if self.family == "dit":
+            sample, timestep, labels = inputs
+            return self.model(sample, timestep=timestep, class_labels=labels, return_dict=False)[0]
+        sample, timestep, context = inputs
+        conditions = {"resolution": None, "aspect_ratio": None}
+        return self.model(
+            sample, encoder_hidden_states=context, timestep=timestep, added_cond_kwargs=conditions, return_dict=False
+        )[0]
+
+
+def _trace(adapter: torch.nn.Module, feed: dict[str, torch.Tensor]) -> onnx_ir.Model:
+    """The step as an ONNX IR model (opset 18) through torch's dynamo exporter, optimized."""
+    with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        try:
+            program = torch.onnx.export(
+                adapter,
+                tuple(feed.values()),
+                dynamo=True,
+                opset_version=18,
+                input_names=list(feed),
+                output_names=["noise_pred"],
+                verbose=False,
+                optimize=False,
+            )
+        except (torch.onnx.errors.OnnxExporterError, RuntimeError) as error:
+            first_line = str(error).strip().splitlines()[0]
+            raise ExportError(f"torch.onnx.export failed: {first_line}") from None
+    model = program.model
+    onnxscript.optimizer.optimize(model, input_size_limit=FOLD_LIMIT, output_size_limit=FOLD_LIMIT)
+    _drop_noop_squeezes(model)
+    return model
+
+
+def _drop_noop_squeezes(model: onnx_ir.Model) -> None:
+    """Remove ``Squeeze`` nodes on axes whose size is not 1: ``torch.squeeze(x, dim)`` leaves such an ``x`` as it is
+    (PixArt squeezes its ``[B, N, C]`` output on ``dim=1``), but the exporter writes an ONNX ``Squeeze``, which is
+    invalid there."""
+    for node in list(model.graph):
+        if node.op_type != "Squeeze" or len(node.inputs) != 2 or node.inputs[1] is None:
+            continue
+        data, axes = node.inputs
+        if axes.const_value is None or data.shape is None or not data.shape.is_static():
+            continue
+        dims = [data.shape[int(a)] for a in axes.const_value.numpy().reshape(-1)]
+        if all(d != 1 for d in dims) and node.outputs[0] not in model.graph.outputs:
+            node.outputs[0].replace_all_uses_with(data)
+            model.graph.remove(node, safe=True)
+
+
+def _parity(
+    graph_file: Path, adapter: torch.nn.Module, feeds: list[dict[str, torch.Tensor]], tolerance: ParityTolerance
+) -> ParityReport:
+    """onnxruntime against PyTorch on every input set: random ones, and a constant latent (ties in every match)."""
+    session = ort_session(graph_file)
+    got, want = {"random": [], "flat": []}, {"random": [], "flat": []}
+    for index, feed in enumerate(feeds):
+        name = "flat" if index == len(feeds) - 1 else "random"
+        with torch.no_grad():
+            want[name].append(adapter(*feed.values()).numpy())
+        got[name].append(session.run(None, {k: v.numpy() for k, v in feed.items()})[0])
+    sets = tuple(compare_outputs(name, np.concatenate(got[name]), np.concatenate(want[name])) for name in got)
+    return ParityReport(sets=sets, tolerance=tolerance)
+
+
+def _tensorrt_rtx(graph_file: Path) -> dict:
+    """TensorRT-RTX parse + build on the CPU. Raises: ExportError when TensorRT rejects the graph."""
+    from tofu_edge.engine import check_with_tensorrt_rtx
+
+    check = check_with_tensorrt_rtx(graph_file, build=True)
+    if not check.ok:
+        raise ExportError(f"TensorRT-RTX rejected the graph: {'; '.join(check.errors[:3])}")
+    result = check.to_dict()
+    result["onnx_path"] = None  # the scratch file; the report names the final one
+    return result
+
+
+def _targets(output: Path, external: bool) -> list[Path]:
+    data = [output.with_name(f"{output.name}.data")] if external else []
+    return [output, *data, output.with_suffix(".json")]
+
+
+@contextlib.contextmanager
+def _scratch_dir(output: Path):
+    """A private folder beside ``output`` (same file system, so files move into place by rename)."""
+    folder = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _working_dir(folder: Path):
+    before = Path.cwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+def _metadata(plan: DiffusionPlan, family: str, feed: dict[str, torch.Tensor]) -> dict[str, str]:
+    return {
+        "tofu_edge.model": plan.model,
+        "tofu_edge.flavor": "portable",
+        "tofu_edge.diffusion_plan": json.dumps(plan.to_dict()),
+        "tofu_edge.inputs": json.dumps({k: list(v.shape) for k, v in feed.items()}),
+        "tofu_edge.versions": json.dumps(package_versions(PACKAGES)),
+    }

@@ -1,0 +1,72 @@
+"""The static inputs of one denoising step for each supported model family, and seeded examples of them."""
+
+from __future__ import annotations
+
+import torch
+from diffusers import DiTTransformer2DModel, PixArtTransformer2DModel, UNet2DConditionModel
+
+from tofu_edge.errors import UnsupportedModelError
+
+__all__ = ["input_family", "example_inputs", "DEFAULT_ENCODER_LENGTH"]
+
+DEFAULT_ENCODER_LENGTH = {"unet": 77, "pixart": 120}  # CLIP's and PixArt's T5 prompt lengths
+_UNET_EXTRAS = ("class_embed_type", "addition_embed_type", "encoder_hid_dim_type", "time_cond_proj_dim")
+
+
+def input_family(model: torch.nn.Module) -> str:
+    """``unet``, ``dit`` or ``pixart``: which inputs one step of ``model`` takes.
+
+    Raises:
+        UnsupportedModelError: a model with conditioning inputs the exporter does not feed (class embeddings,
+            SDXL's added conditions, PixArt's resolution conditions).
+    """
+    if isinstance(model, UNet2DConditionModel):
+        extras = [name for name in _UNET_EXTRAS if getattr(model.config, name, None) is not None]
+        if extras or not isinstance(model.config.cross_attention_dim, int):
+            raise UnsupportedModelError(
+                f"export takes UNets conditioned on timestep and encoder_hidden_states only; this one sets "
+                f"{', '.join(extras) or 'a per-block cross_attention_dim'}"
+            )
+        return "unet"
+    if isinstance(model, DiTTransformer2DModel):
+        return "dit"
+    if isinstance(model, PixArtTransformer2DModel):
+        if model.config.use_additional_conditions:
+            raise UnsupportedModelError("export takes PixArt models without resolution/aspect-ratio conditions only")
+        return "pixart"
+    raise UnsupportedModelError(
+        f"{type(model).__name__} cannot be exported; tofu_edge.diffusion exports UNet2DConditionModel, "
+        "DiTTransformer2DModel and PixArtTransformer2DModel"
+    )
+
+
+def example_inputs(
+    model: torch.nn.Module,
+    family: str,
+    size: tuple[int, int],
+    batch: int,
+    encoder_length: int | None,
+    seed: int,
+    flat: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Seeded inputs of one step, by name (``flat``: a constant latent, which ties every token match).
+
+    Shapes:
+        returns: latent [B, C, H, W] float32, timestep [B] float32, then encoder_hidden_states [B, L, D] float32
+            (UNet, PixArt) or class_labels [B] int64 (DiT)
+    """
+    generator = torch.Generator().manual_seed(seed)
+    channels = model.config.in_channels
+    latent = torch.randn(batch, channels, *size, generator=generator)
+    if flat:
+        latent = torch.full_like(latent, 0.5)
+    timestep = torch.randint(0, 1000, (batch,), generator=generator).to(torch.float32)
+    name = "sample" if family == "unet" else "hidden_states"
+    feed = {name: latent, "timestep": timestep}
+    if family == "dit":
+        feed["class_labels"] = torch.randint(0, model.config.num_embeds_ada_norm, (batch,), generator=generator)
+        return feed
+    length = encoder_length or DEFAULT_ENCODER_LENGTH[family]
+    width = model.config.cross_attention_dim if family == "unet" else model.config.caption_channels
+    feed["encoder_hidden_states"] = torch.randn(batch, length, width, generator=generator)
+    return feed
