@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import run, step_kwargs, tiny_model
 
 import tofu_edge.diffusion as td
+from tests.diffusion.conftest import run, step_kwargs, tiny_model
 from tofu_edge.errors import ConfigError, InputShapeError, ScheduleError, UnsupportedModelError
 
 OPS = ("prune", "mean", "mlerp")
@@ -154,8 +154,9 @@ class _CustomProcessor:
 
 
 def test_sd2_layout_with_linear_projections():
-    from conftest import TINY_UNET
     from diffusers import UNet2DConditionModel
+
+    from tests.diffusion.conftest import TINY_UNET
 
     torch.manual_seed(0)
     model = UNet2DConditionModel(**{**TINY_UNET, "use_linear_projection": True, "attention_head_dim": (2, 4)}).eval()

@@ -7,9 +7,9 @@ import json
 import onnx
 import pytest
 import torch
-from conftest import step_kwargs, tiny_model
 
 import tofu_edge.diffusion as td
+from tests.diffusion.conftest import step_kwargs, tiny_model
 from tofu_edge.errors import OutputError, ParityError
 from tofu_edge.export.parity import SetParity
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_model
 
 import tofu_edge.diffusion as td
+from tests.diffusion.conftest import tiny_model
 from tofu_edge.config import StepOp
 from tofu_edge.diffusion.config import Destinations
 from tofu_edge.diffusion.reference import reference_merge_unmerge
