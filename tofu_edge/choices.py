@@ -68,6 +68,7 @@ class CalibrationMethod(_Choice):
 
     SEARCH = "search"
     PROBE = "probe"
+    PER_BLOCK = "per-block"
 
 
 class GroupColours(_Choice):

@@ -2,8 +2,8 @@
 
 Two methods. ``search`` (the default) fuses the model with every switch from 0 (MLERP everywhere) to ``L``
 (prune everywhere) and keeps the one whose outputs stay closest (mean cosine) to the unfused model's; it
-costs ``L + 1`` fused forward passes over the calibration images. ``probe`` is a per-block linearity probe,
-cheaper but local:
+costs ``L + 1`` fused forward passes over the calibration images, less the prune blocks they share (`OpsRunner`).
+``probe`` is a per-block linearity probe, cheaper but local:
 
 The probe asks, at every block and on real images, which is the better stand-in for a matched pair once
 the block's token-wise part ``g(t) = t + ls2(mlp(norm2(t)))`` has run: averaging first (``g(mean(a, b))``,
@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 
+from tofu_edge.calibrate.runner import OpsRunner, output_cosines, switch_ops
 from tofu_edge.choices import CalibrationMethod, parse_choice
 from tofu_edge.config import FusionConfig, Mode, StepOp
+from tofu_edge.errors import ConfigError
 from tofu_edge.ops.match import match_tokens
 from tofu_edge.ops.merge import fuse_tokens
 from tofu_edge.patch.timm import embed_tokens, fuse
@@ -77,6 +79,7 @@ def calibrate_switch(
     images: torch.Tensor,
     config: FusionConfig,
     method: CalibrationMethod | str = CalibrationMethod.SEARCH,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Calibration:
     """Choose the ToFu switch block of an unfused timm ViT for ``config``'s schedule.
 
@@ -84,7 +87,9 @@ def calibrate_switch(
         model: A supported timm ViT, not fused (it is left unchanged).
         images: Calibration images, preprocessed for the model.
         config: The schedule to calibrate for (its ``r`` per block; ``mode`` and ``switch`` are not used).
-        method: ``search`` (end-to-end, default) or ``probe`` (per-block linearity probe only).
+        method: ``search`` (end-to-end, default) or ``probe`` (per-block linearity probe only); ``per-block``
+            is `calibrate_ops`.
+        progress: Called with (switches scored, L + 1) after every end-to-end score of ``search``.
 
     Returns:
         The probes, the per-switch scores and the switch (0 = MLERP everywhere, ``L`` = prune everywhere).
@@ -97,31 +102,41 @@ def calibrate_switch(
         images: [B, 3, H, W]
     """
     method = parse_choice(CalibrationMethod, method, "calibration method")
-    schedule = dict(r=config.r, inflection=config.inflection, keep=config.keep, clamp=config.clamp)
-    probes = _probe(model, images, FusionConfig(**schedule, mode=Mode.MLERP))
+    if method is CalibrationMethod.PER_BLOCK:
+        raise ConfigError("calibrate_switch picks one switch; per-block calibration is calibrate_ops")
+    schedule = dataclasses.replace(config, mode=Mode.MLERP, switch=None, ops=None)
+    probes = _probe(model, images, schedule)
     switches = range(len(probes) + 1)
     probe_errors = tuple(
         sum(p.prune_error for p in probes[:s]) + sum(p.merge_error for p in probes[s:]) for s in switches
     )
     cosines = None
     if method is CalibrationMethod.SEARCH:
-        cosines = _search(model, images, FusionConfig(**schedule, mode=Mode.TOFU, prop_attn=config.prop_attn))
+        cosines = _search(model, images, schedule, progress)
         switch = max(switches, key=lambda s: (cosines[s], -s))
     else:
         switch = min(switches, key=lambda s: (probe_errors[s], s))
     return Calibration(method.value, switch, len(images), tuple(probes), probe_errors, cosines)
 
 
-def _search(model: torch.nn.Module, images: torch.Tensor, config: FusionConfig) -> tuple[float, ...]:
-    """Mean cosine of the fused outputs to the unfused ones, for every switch from 0 to ``L``."""
-    fused = copy.deepcopy(model)
+def _search(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    config: FusionConfig,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[float, ...]:
+    """Mean cosine of the fused outputs to the unfused ones, for every switch from 0 to ``L`` (the switches' shared
+    prune blocks run once)."""
+    runner = OpsRunner(model, images, config)
+    switches = range(runner.num_blocks + 1)
+    with torch.inference_mode():
+        reference = model(images)
     cosines = []
-    with torch.no_grad():
-        reference = model(images).flatten(1)
-        for switch in range(len(model.blocks) + 1):
-            fuse(fused, dataclasses.replace(config, switch=switch))
-            cosines.append(float(F.cosine_similarity(fused(images).flatten(1), reference, dim=1).mean()))
-    return tuple(cosines)
+    for switch in reversed(switches):  # prune everywhere first: each next switch reuses all but its last blocks
+        cosines.append(float(output_cosines(runner(switch_ops(switch, runner.num_blocks)), reference).mean()))
+        if progress is not None:
+            progress(len(cosines), len(switches))
+    return tuple(reversed(cosines))
 
 
 def _probe(model: torch.nn.Module, images: torch.Tensor, config: FusionConfig) -> list[BlockProbe]:
