@@ -1,13 +1,16 @@
-"""`tofu-edge export`: fuse a timm ViT and write portable ONNX plus a JSON report, parity-checked."""
+"""`tofu-edge export`: fuse a timm ViT and write portable ONNX plus a JSON report, parity-checked; ``--int8``
+quantizes its Linear layers for onnxruntime on CPUs or for TensorRT."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from tofu_edge.choices import Flavor
@@ -19,6 +22,8 @@ from tofu_edge.cli.options import (
     ModelArg,
     with_fusion_options,
 )
+from tofu_edge.errors import ConfigError
+from tofu_edge.export.quantize import Int8Config, Int8Recipe, Int8Target
 
 if TYPE_CHECKING:
     from tofu_edge.export import ExportReport
@@ -46,8 +51,52 @@ def export_command(
     flavor: Annotated[
         Flavor, typer.Option(help="portable: standard ops only; plugin: fusion steps as TensorRT plugin nodes.")
     ] = Flavor.PORTABLE,
-    min_cosine: Annotated[float, typer.Option(help="Parity: lowest output cosine of any image.")] = 0.999,
-    min_top1: Annotated[float, typer.Option(help="Parity: lowest top-1 agreement of any image set.")] = 0.9,
+    int8: Annotated[
+        bool,
+        typer.Option(
+            "--int8",
+            help="Quantize the Linear layers (qkv, proj, fc1, fc2) to INT8 for --int8-target; the fusion step, "
+            "norms, softmax, residual adds and head stay float. The file written is the INT8 model.",
+        ),
+    ] = False,
+    int8_target: Annotated[
+        Int8Target | None,
+        typer.Option(
+            help="onnxruntime-cpu (default: dynamic U8S8) or tensorrt (symmetric Q/DQ, explicit quantization).",
+            show_default=False,
+        ),
+    ] = None,
+    int8_recipe: Annotated[
+        Int8Recipe | None,
+        typer.Option(help="Override the target's recipe (onnxruntime-cpu only).", show_default=False),
+    ] = None,
+    calibration_images: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder of images for the INT8 activation ranges (default: foolbox's photos the parity check "
+            "does not use).",
+            show_default=False,
+        ),
+    ] = None,
+    calibration_count: Annotated[
+        int | None, typer.Option(help="At most N calibration images, a seeded draw (default 64).", show_default=False)
+    ] = None,
+    min_cosine: Annotated[
+        float | None,
+        typer.Option(
+            help="Parity: lowest output cosine of any image (default 0.999; with --int8 it judges the INT8 model "
+            "against the float fused model, default 0.98).",
+            show_default=False,
+        ),
+    ] = None,
+    min_top1: Annotated[
+        float | None,
+        typer.Option(
+            help="Parity: lowest top-1 agreement of any image set (default 0.9; with --int8: INT8 vs float fused, "
+            "default 0.5).",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Export a fused timm ViT to static-shape ONNX and check it against PyTorch with onnxruntime.
@@ -57,21 +106,33 @@ def export_command(
     Example: tofu-edge export deit_small_patch16_224 --r 13 --mode tofu --output out/deit_s_r13.onnx
     """
     from tofu_edge.export import ParityTolerance, export_onnx
+    from tofu_edge.export.calibration import INT8_TOLERANCE
 
-    report = export_onnx(
-        model,
-        output,
-        fusion.config(),
-        img_size=img_size,
-        checkpoint=checkpoint,
-        pretrained=pretrained,
-        batch=batch,
-        dynamic_batch=dynamic_batch,
-        opset=opset,
-        parity_images=parity_images,
-        tolerance=ParityTolerance(min_cosine=min_cosine, min_top1_agreement=min_top1),
-        flavor=flavor,
-    )
+    int8_config = _int8_config(int8, int8_target, int8_recipe, calibration_images, calibration_count)
+    given = {"min_cosine": min_cosine, "min_top1_agreement": min_top1}
+    base = INT8_TOLERANCE if int8_config is not None else ParityTolerance()
+    tolerance = replace(base, **{key: value for key, value in given.items() if value is not None})
+    console = Console(stderr=True)
+    columns = (TextColumn("INT8 calibration"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    calibrated = int8_config is not None and int8_config.recipe.calibrated
+    with Progress(*columns, console=console, transient=True, disable=not (calibrated and console.is_terminal)) as bar:
+        task = bar.add_task("images", total=None, visible=False)
+        report = export_onnx(
+            model,
+            output,
+            fusion.config(),
+            img_size=img_size,
+            checkpoint=checkpoint,
+            pretrained=pretrained,
+            batch=batch,
+            dynamic_batch=dynamic_batch,
+            opset=opset,
+            parity_images=parity_images,
+            tolerance=tolerance,
+            flavor=flavor,
+            int8=int8_config,
+            calibration_progress=lambda done, total: bar.update(task, completed=done, total=total, visible=True),
+        )
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -95,3 +156,47 @@ def render_export(report: ExportReport, console: Console) -> None:
         table.add_row(s.name, str(s.images), f"{s.max_abs:.2e}", f"{s.min_cosine:.6f}", f"{s.top1_agreement:.2f}")
     console.print(table)
     console.print("parity: passed" if report.parity.passed else "parity: FAILED")
+    if report.int8 is not None:
+        _render_int8(report, console)
+
+
+def _int8_config(
+    int8: bool,
+    target: Int8Target | None,
+    recipe: Int8Recipe | None,
+    images: Path | None,
+    count: int | None,
+) -> Int8Config | None:
+    """The `Int8Config` of the INT8 options, ``None`` without ``--int8`` (where the other INT8 options are refused)."""
+    if not int8:
+        given = {"--int8-target": target, "--int8-recipe": recipe, "--calibration-images": images}
+        given["--calibration-count"] = count
+        named = [name for name, value in given.items() if value is not None]
+        if named:
+            raise ConfigError(f"{named[0]} applies to INT8 export only; add --int8")
+        return None
+    return Int8Config(
+        target=target or Int8Target.ORT_CPU, recipe=recipe, calibration_images=images, calibration_count=count
+    )
+
+
+def _render_int8(report: ExportReport, console: Console) -> None:
+    """The INT8 recipe, calibration and its parity against the float fused and the unfused float model."""
+    int8 = report.int8
+    config, calibration = int8.config, int8.calibration
+    console.print(
+        f"INT8 for {config.target.value}: {config.recipe.value}, {len(int8.layers)} Linear layers quantized "
+        f"(activations {config.recipe.activations}); float: {config.to_dict()['kept_float']}"
+    )
+    if calibration is not None:
+        console.print(f"calibration: {calibration.count} images ({calibration.asked} asked) from {calibration.source}")
+    table = Table(title="INT8 vs float fused (judged) and vs unfused float", title_justify="left")
+    for column in ("images", "max abs diff", "min cosine", "top-1 agreement", "vs unfused: min cosine", "top-1"):
+        table.add_column(column, justify="left" if column == "images" else "right")
+    for s, u in zip(int8.parity.sets, int8.vs_unfused, strict=True):
+        table.add_row(
+            s.name, f"{s.max_abs:.2e}", f"{s.min_cosine:.5f}", f"{s.top1_agreement:.2f}", f"{u.min_cosine:.5f}",
+            f"{u.top1_agreement:.2f}",
+        )  # fmt: skip
+    console.print(table)
+    console.print("INT8 parity: passed" if int8.parity.passed else "INT8 parity: FAILED")

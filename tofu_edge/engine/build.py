@@ -11,6 +11,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import onnx
+
 from tofu_edge.engine.backend import (
     EngineError,
     check_plugin_paths,
@@ -32,6 +34,7 @@ from tofu_edge.engine.sidecar import (
 )
 from tofu_edge.errors import ConfigError
 from tofu_edge.export.plugin_spec import plugin_op_types
+from tofu_edge.export.quantize import INT8_METADATA_KEY, Int8Target
 from tofu_edge.files import atomic_outputs, check_writable
 
 __all__ = ["BuildReport", "build_engine"]
@@ -39,6 +42,7 @@ __all__ = ["BuildReport", "build_engine"]
 _log = logging.getLogger(__name__)
 
 MIB = 1 << 20
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,11 @@ class BuildReport:
         onnx: The ONNX file the engine was built from (inputs, outputs, ``tofu_edge.*`` metadata, sha256).
         inputs: Network inputs as TensorRT parsed them (``-1`` for the dynamic batch axis).
         outputs: Network outputs.
-        precision: ``"fp32"`` or ``"fp16"`` (fp16 kernels allowed; TensorRT still picks per layer).
+        precision: ``"fp32"`` or ``"fp16"`` (fp16 kernels allowed; TensorRT still picks per layer); ``"int8"`` for
+            an explicitly quantized graph (Q/DQ nodes: their layers run in INT8, the others as typed), ``"int8+fp16"``
+            when fp16 kernels are allowed for its float layers.
+        strongly_typed: The network was created strongly typed (precision from the graph, no precision flags): how
+            TensorRT builds an explicitly quantized graph unless fp16 is asked for.
         tf32: TF32 tensor-core kernels allowed for fp32 layers (TensorRT's default; ``False`` for strict fp32).
         profile: The batch profile, ``None`` for a static batch.
         tensorrt_version: ``tensorrt.__version__`` of the builder.
@@ -73,6 +81,7 @@ class BuildReport:
     profile: BatchProfile | None
     tensorrt_version: str
     tf32: bool = True
+    strongly_typed: bool = False
     plugins: tuple[Path, ...] = ()
     plugins_serialized: bool = False
     workspace_mib: int | None = None
@@ -89,6 +98,7 @@ class BuildReport:
             "tensorrt_version": self.tensorrt_version,
             "precision": self.precision,
             "tf32": self.tf32,
+            "strongly_typed": self.strongly_typed,
             "batch_profile": self.profile.to_dict() if self.profile else None,
             "inputs": [spec.to_dict() for spec in self.inputs],
             "outputs": [spec.to_dict() for spec in self.outputs],
@@ -121,6 +131,11 @@ def build_engine(
     Every input is checked before TensorRT is imported, so bad arguments fail fast and the same way on a machine
     without it. The plan is written exactly as TensorRT serialized it, with no header of ours.
 
+    An INT8 graph with Q/DQ nodes (``tofu-edge export --int8 --int8-target tensorrt``) is explicitly quantized: it
+    needs no calibrator, and its network is created strongly typed (TensorRT's way for explicit quantization, no
+    precision flags); with ``fp16`` it is created weakly typed with the INT8 and FP16 flags, so that its float layers
+    may run in fp16.
+
     Args:
         onnx_path: The ONNX file (portable, or plugin flavour with ``plugins``).
         output: The plan to write; the sidecar goes to ``<output name>.json``.
@@ -141,13 +156,14 @@ def build_engine(
         EngineError: missing or corrupt ONNX, missing plugin library, parser errors (all of them, with node and op),
             or a failed build.
         ConfigError: bad batch profile or workspace, ``serialize_plugins`` without ``plugins``, fp16 on a GPU
-            without fast fp16.
+            without fast fp16, an INT8 file made for onnxruntime on CPUs.
         OutputError: ``output`` cannot be written.
         MissingDependencyError: TensorRT is not installed (the message says how to get it).
     """
     started = time.perf_counter()
     output = Path(output)
     info = inspect_onnx(onnx_path)
+    quantized = _explicitly_quantized(info)
     profile = resolve_profile(info, min_batch, opt_batch, max_batch)
     plugin_paths = check_plugin_paths(plugins)
     if serialize_plugins and not plugin_paths:
@@ -166,7 +182,11 @@ def build_engine(
     builder = trt.Builder(logger)
     if fp16:
         _check_fast_fp16(trt, builder)
-    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    # explicit batch is the only mode in TensorRT 10; Q/DQ graphs are built strongly typed, as TensorRT advises
+    # (TensorRT 8.x has no strong typing: there, as with fp16, the INT8 flag makes the Q/DQ layers INT8)
+    strong = _strongly_typed_flag(trt) if quantized and not fp16 else None
+    strongly_typed = strong is not None
+    network = builder.create_network(strong or 0)
     parser = trt.OnnxParser(network, logger)
     parsed = parser.parse_from_file(str(info.path))
     if not parsed or parser.num_errors:
@@ -176,7 +196,7 @@ def build_engine(
     parsed_at = time.perf_counter()
 
     config = builder.create_builder_config()
-    _set_precision(trt, config, fp16=fp16, tf32=tf32)
+    _set_precision(trt, config, fp16=fp16, tf32=tf32, int8=quantized and not strongly_typed)
     if workspace_mib is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib * MIB)
     if serialize_plugins:
@@ -198,7 +218,8 @@ def build_engine(
         onnx=info,
         inputs=inputs,
         outputs=outputs,
-        precision="fp16" if fp16 else "fp32",
+        precision=("int8+fp16" if fp16 else "int8") if quantized else "fp16" if fp16 else "fp32",
+        strongly_typed=strongly_typed,
         profile=profile,
         tensorrt_version=str(trt.__version__),
         tf32=tf32,
@@ -230,10 +251,35 @@ def _check_fast_fp16(trt: ModuleType, builder: Any) -> None:
         raise ConfigError("--fp16 asked for, but this GPU has no fast fp16; build without --fp16")
 
 
-def _set_precision(trt: ModuleType, config: Any, *, fp16: bool, tf32: bool) -> None:
-    """fp16 kernels on request; TF32 stays TensorRT's default unless strict fp32 is asked for."""
+def _strongly_typed_flag(trt: ModuleType) -> int | None:
+    """The network-creation bit for a strongly typed network, ``None`` where this TensorRT has none (8.x)."""
+    member = getattr(getattr(trt, "NetworkDefinitionCreationFlag", None), "STRONGLY_TYPED", None)
+    return None if member is None else 1 << int(member)
+
+
+def _explicitly_quantized(info: OnnxInfo) -> bool:
+    """Whether the graph has Q/DQ nodes (weights are not loaded).
+
+    Raises:
+        ConfigError: the file is INT8 for onnxruntime on CPUs (dynamic quantization), which TensorRT cannot parse.
+    """
+    int8 = info.metadata.get(INT8_METADATA_KEY.removeprefix("tofu_edge."))
+    if isinstance(int8, dict) and int8.get("target") == Int8Target.ORT_CPU.value:
+        raise ConfigError(
+            f"{info.path.name} is INT8 for onnxruntime on CPUs ({int8.get('recipe')} recipe), which TensorRT cannot "
+            f"build; export it for TensorRT: tofu-edge export ... --int8 --int8-target {Int8Target.TENSORRT.value}"
+        )
+    model = onnx.load(str(info.path), load_external_data=False)
+    return any(node.op_type in QDQ_OPS for node in model.graph.node)
+
+
+def _set_precision(trt: ModuleType, config: Any, *, fp16: bool, tf32: bool, int8: bool = False) -> None:
+    """fp16 kernels on request; TF32 stays TensorRT's default unless strict fp32 is asked for. ``int8``: a weakly
+    typed network with Q/DQ nodes, which TensorRT 10 quantizes explicitly (no calibrator) under the INT8 flag."""
     if fp16:
         config.set_flag(trt.BuilderFlag.FP16)
+    if int8 and hasattr(trt.BuilderFlag, "INT8"):
+        config.set_flag(trt.BuilderFlag.INT8)
     if not tf32:
         config.clear_flag(trt.BuilderFlag.TF32)
 

@@ -6,8 +6,10 @@ import contextlib
 import copy
 import io
 import json
+import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +22,11 @@ from tofu_edge.checkpoint import load_checkpoint
 from tofu_edge.choices import Flavor, parse_choice
 from tofu_edge.config import FusionConfig
 from tofu_edge.errors import ConfigError, ExportError
+from tofu_edge.export.calibration import INT8_TOLERANCE, Int8Report, calibration_images, quantize_export
 from tofu_edge.export.graph import check_plugin_graph, check_portable, convert_opset, op_counts, set_metadata
 from tofu_edge.export.parity import ParityReport, ParityTolerance, check_parity
 from tofu_edge.export.plugin import translation_table, use_plugin_blocks
+from tofu_edge.export.quantize import Int8Config, Int8Target
 from tofu_edge.export.session import ort_session
 from tofu_edge.files import atomic_outputs, check_writable
 from tofu_edge.images import bundled_photo_folder, flat_images, photo_images, random_images
@@ -54,6 +58,7 @@ class ExportReport:
     parity: ParityReport
     seconds: dict[str, float]
     ops: dict[str, int]
+    int8: Int8Report | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -69,6 +74,7 @@ class ExportReport:
             "parity": self.parity.to_dict(),
             "seconds": self.seconds,
             "ops": self.ops,
+            "int8": self.int8.to_dict() if self.int8 is not None else None,
             "versions": package_versions(EXPORT_PACKAGES),
         }
 
@@ -87,6 +93,8 @@ def export_onnx(
     parity_images: str | Path | None = None,
     tolerance: ParityTolerance | None = None,
     flavor: Flavor | str = Flavor.PORTABLE,
+    int8: Int8Config | None = None,
+    calibration_progress: Callable[[int, int], None] | None = None,
 ) -> ExportReport:
     """Fuse a timm ViT, export it to portable ONNX, check it, and write ``output`` and ``<stem>.json``.
 
@@ -106,10 +114,15 @@ def export_onnx(
         dynamic_batch: Leave the batch axis symbolic.
         opset: 17 (default) or 18.
         parity_images: Folder of photographs for the parity check.
-        tolerance: Parity pass criteria.
+        tolerance: Parity pass criteria; with ``int8`` they judge the INT8 model against the float fused model
+            (default `INT8_TOLERANCE`), and the float graph is held to the float defaults first.
         flavor: ``portable`` (standard ops only) or ``plugin`` (each fusion step as ``TofuMatch`` +
             ``TofuMerge`` nodes for the TensorRT plugins; parity then runs the loop reference as
             onnxruntime-extensions Python ops).
+        int8: Quantize the Linear layers for a target (`Int8Config`); the file written is the INT8 model, its
+            metadata and report gain an ``int8`` entry. The float model before quantization stays in a temporary
+            folder.
+        calibration_progress: Called with (calibration images done, total) while a calibrated recipe runs.
 
     Returns:
         The report.
@@ -123,6 +136,11 @@ def export_onnx(
     if batch < 1:
         raise ConfigError(f"batch must be >= 1, got {batch}")
     flavor = parse_choice(Flavor, flavor, "flavor")
+    if int8 is not None and flavor is Flavor.PLUGIN and int8.target is Int8Target.ORT_CPU:
+        raise ConfigError(
+            "INT8 for onnxruntime on CPUs takes the portable flavour; use --flavor portable, or --int8-target tensorrt "
+            "for the plugin flavour"
+        )
     convert_opset(onnx.helper.make_model(onnx.helper.make_graph([], "probe", [], [])), opset)  # validates opset
     check_writable(output)
     report_path = output.with_suffix(".json")
@@ -133,12 +151,18 @@ def export_onnx(
         name, module = type(model).__name__, copy.deepcopy(model).eval()
     if checkpoint is not None:
         load_checkpoint(module, checkpoint)
+    reference = copy.deepcopy(module) if int8 is not None else None  # the unfused float model, for the INT8 report
     fuse(module, config or FusionConfig())
     name = module.tofu_plan.arch.name if isinstance(model, str) else name
     image_sets = _parity_sets(module, parity_images)
+    bundled_skip = PHOTO_PARITY_IMAGES if parity_images is None else 0  # parity's bundled photos: not calibration's
+    calibration = calibration_images(int8, module, bundled_skip) if int8 is not None else None
     example = image_sets["random"][:1].expand(batch, -1, -1, -1).contiguous()
     input_shape = tuple(example.shape)
 
+    portable = None
+    if flavor is Flavor.PLUGIN and calibration is not None:  # onnxruntime calibrates the portable twin
+        portable = check_portable(convert_opset(_trace(module, example, dynamic_batch), opset), dynamic_batch)
     if flavor is Flavor.PLUGIN:
         use_plugin_blocks(module)  # this copy only: the fusion steps become the plugin ops
     proto = _trace(module, example, dynamic_batch)
@@ -147,17 +171,37 @@ def export_onnx(
     proto = check_portable(proto, dynamic_batch) if flavor is Flavor.PORTABLE else check_plugin_graph(proto)
     set_metadata(proto, _metadata(name, module.tofu_plan, input_shape, dynamic_batch, flavor))
 
-    with atomic_outputs(output, report_path) as (onnx_tmp, report_tmp):
-        onnx.save(proto, onnx_tmp)
-        session = ort_session(onnx_tmp)
+    scratch = tempfile.TemporaryDirectory(prefix="tofu-edge-int8-") if int8 is not None else contextlib.nullcontext()
+    with atomic_outputs(output, report_path) as (onnx_tmp, report_tmp), scratch as folder:
+        float_path = onnx_tmp if int8 is None else Path(folder) / "float.onnx"
+        onnx.save(proto, float_path)
+        session = ort_session(float_path)
         input_name = session.get_inputs()[0].name
         parity = check_parity(
             lambda images: session.run(None, {input_name: images.astype(np.float32)})[0],
             module,
             image_sets,
             batch=None if dynamic_batch else batch,
-            tolerance=tolerance,
+            tolerance=tolerance if int8 is None else None,
         )
+        int8_report = None
+        if int8 is not None:
+            parity.raise_if_failed(f"{output.name}: float graph, onnxruntime vs PyTorch")
+            proto, int8_report = quantize_export(
+                float_path,
+                onnx_tmp,
+                int8,
+                module=module,
+                reference=reference,
+                image_sets=image_sets,
+                batch=None if dynamic_batch else batch,
+                calibration=calibration,
+                scratch=Path(folder),
+                tolerance=tolerance or INT8_TOLERANCE,
+                portable=portable,
+                dynamic_batch=dynamic_batch,
+                progress=calibration_progress,
+            )
         finished = time.perf_counter()
         report = ExportReport(
             onnx_path=output,
@@ -171,8 +215,11 @@ def export_onnx(
             parity=parity,
             seconds={"trace": traced - started, "total": finished - started},
             ops=op_counts(proto),
+            int8=int8_report,
         )
         parity.raise_if_failed(f"{output.name}: onnxruntime vs PyTorch")
+        if int8_report is not None:
+            int8_report.parity.raise_if_failed(f"{output.name}: INT8 vs float fused (onnxruntime)")
         report_tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     return report
 
