@@ -16,8 +16,9 @@ from tofu_edge import FusionConfig
 from tofu_edge.cli.export import render_export
 from tofu_edge.errors import ConfigError, ExportError, ParityError
 from tofu_edge.export import ParityTolerance, export_onnx
-from tofu_edge.export.calibration import INT8_TOLERANCE, linear_weights
-from tofu_edge.export.quantize import Int8Config, Int8Recipe, Int8Target, linear_nodes
+from tofu_edge.export.int8_export import INT8_TOLERANCE, linear_weights
+from tofu_edge.export.int8_graph import linear_nodes
+from tofu_edge.export.quantize import Int8Config, Int8Recipe, Int8Target
 
 FUSION = FusionConfig(r=2)
 BLOCKS, LINEARS_PER_BLOCK = 4, 4  # tiny models: qkv, proj, fc1, fc2 in each of 4 blocks

@@ -106,7 +106,7 @@ def export_command(
     Example: tofu-edge export deit_small_patch16_224 --r 13 --mode tofu --output out/deit_s_r13.onnx
     """
     from tofu_edge.export import ParityTolerance, export_onnx
-    from tofu_edge.export.calibration import INT8_TOLERANCE
+    from tofu_edge.export.int8_export import INT8_TOLERANCE
 
     int8_config = _int8_config(int8, int8_target, int8_recipe, calibration_images, calibration_count)
     given = {"min_cosine": min_cosine, "min_top1_agreement": min_top1}

@@ -20,6 +20,9 @@ __all__ = [
     "ort_session",
     "available_provider",
     "onnx_metadata",
+    "Int8Config",
+    "Int8Target",
+    "Int8Recipe",
 ]
 
 _HOMES = {
@@ -32,6 +35,9 @@ _HOMES = {
     "ort_session": "tofu_edge.export.session",
     "available_provider": "tofu_edge.export.session",
     "onnx_metadata": "tofu_edge.export.session",
+    "Int8Config": "tofu_edge.export.quantize",
+    "Int8Target": "tofu_edge.export.quantize",
+    "Int8Recipe": "tofu_edge.export.quantize",
 }
 
 

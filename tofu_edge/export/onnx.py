@@ -22,8 +22,9 @@ from tofu_edge.checkpoint import load_checkpoint
 from tofu_edge.choices import Flavor, parse_choice
 from tofu_edge.config import FusionConfig
 from tofu_edge.errors import ConfigError, ExportError
-from tofu_edge.export.calibration import INT8_TOLERANCE, Int8Report, calibration_images, quantize_export
+from tofu_edge.export.calibration import calibration_images
 from tofu_edge.export.graph import check_plugin_graph, check_portable, convert_opset, op_counts, set_metadata
+from tofu_edge.export.int8_export import INT8_TOLERANCE, Int8Report, quantize_export
 from tofu_edge.export.parity import ParityReport, ParityTolerance, check_parity
 from tofu_edge.export.plugin import translation_table, use_plugin_blocks
 from tofu_edge.export.quantize import Int8Config, Int8Target

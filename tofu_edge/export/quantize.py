@@ -1,34 +1,31 @@
-"""INT8 for fused models: the recipe per target, which nodes are quantized, and onnxruntime's quantizer run on them.
+"""INT8 for fused models: the recipe per target and onnxruntime's quantizer run on the chosen nodes.
 
 Only the Linear layers of the transformer blocks (qkv, proj, fc1, fc2) are quantized. They are found in the exported
 graph by their weights: a MatMul/Gemm whose weight initializer holds exactly a Linear layer's weight (or its
 transpose). Everything else stays float: the patch embedding, LayerNorm (one op, opset >= 17), softmax, the residual
 adds, the head, and the whole fusion step (its key projection, cosine scores and assignment matmul), so the matching
-decisions are those of a float model. After quantization every other node is checked to be unchanged and fed by
-float tensors.
+decisions are those of a float model. Finding those nodes and checking that every other node is unchanged and fed by
+float tensors is `tofu_edge.export.int8_graph`.
 
 Needs numpy only at import (torch-free, so `tofu_edge.engine` and the CLI can read the names below); onnx and
-onnxruntime are imported when a model is quantized. Calibration images and the export step are in
-`tofu_edge.export.calibration`.
+onnxruntime are imported when a model is quantized. Calibration images are `tofu_edge.export.calibration`, the
+export step `tofu_edge.export.int8_export`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from tofu_edge.choices import parse_choice
-from tofu_edge.errors import ConfigError, ExportError
-
-if TYPE_CHECKING:
-    import onnx
+from tofu_edge.errors import ConfigError
 
 __all__ = [
     "Int8Target",
@@ -36,14 +33,11 @@ __all__ = [
     "Int8Config",
     "DEFAULT_CALIBRATION_COUNT",
     "INT8_METADATA_KEY",
-    "linear_nodes",
     "quantize_graph",
-    "check_quantized",
 ]
 
 DEFAULT_CALIBRATION_COUNT = 64
 INT8_METADATA_KEY = "tofu_edge.int8"
-QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger"})
 KEPT_FLOAT = (
     "patch embedding, fusion step (key projection, scores, assignment), LayerNorm, softmax, residual adds, head"
 )
@@ -168,49 +162,6 @@ class Int8Config:
         }
 
 
-def linear_nodes(model: onnx.ModelProto, weights: Mapping[str, np.ndarray]) -> dict[str, str]:
-    """The MatMul/Gemm nodes that compute the given Linear layers, found by their weights.
-
-    A node matches a layer when its second input is an initializer equal, bit for bit, to the layer's weight
-    ``[out, in]`` or its transpose (the exporter folds ``W.T`` into an initializer). The fusion step's key
-    projection is built from a slice or a head average of the qkv weight, so it never matches.
-
-    Args:
-        model: The exported float graph.
-        weights: Layer name (``blocks.0.attn.qkv``) -> its weight ``[out, in]``.
-
-    Returns:
-        Node name -> layer name, in graph order.
-
-    Raises:
-        ExportError: a layer has no node, or several (the graph is not laid out as the exporter writes it).
-    """
-    from onnx.numpy_helper import to_array
-
-    keys: dict[tuple[tuple[int, ...], bytes], str] = {}
-    for name, weight in weights.items():
-        weight = np.ascontiguousarray(weight, dtype=np.float32)
-        keys[(weight.shape, weight.tobytes())] = name
-        keys[(weight.T.shape, np.ascontiguousarray(weight.T).tobytes())] = name
-    initializers = {t.name: t for t in model.graph.initializer}
-    found: dict[str, str] = {}
-    for node in model.graph.node:
-        if node.op_type not in ("MatMul", "Gemm") or len(node.input) < 2 or node.input[1] not in initializers:
-            continue
-        array = to_array(initializers[node.input[1]])
-        layer = keys.get((array.shape, np.ascontiguousarray(array, dtype=np.float32).tobytes()))
-        if layer is not None:
-            found[node.name] = layer
-    counts = {name: list(found.values()).count(name) for name in weights}
-    wrong = [f"{name} ({n} nodes)" for name, n in counts.items() if n != 1]
-    if wrong:
-        raise ExportError(
-            f"cannot find the Linear layers in the exported graph by their weights: {', '.join(wrong[:4])}; "
-            "export without --int8, or report this model"
-        )
-    return found
-
-
 def quantize_graph(
     source: Path,
     output: Path,
@@ -228,6 +179,8 @@ def quantize_graph(
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    from tofu_edge.export.int8_graph import detach_float_consumers
 
     recipe = config.recipe
     with _quiet_quantizer():
@@ -265,85 +218,8 @@ def quantize_graph(
         )
     if recipe is not Int8Recipe.STATIC_QOPERATOR:
         model = onnx.load(str(output))
-        if _detach_float_consumers(model, set(nodes)):
+        if detach_float_consumers(model, set(nodes)):
             onnx.save(model, str(output))
-
-
-def check_quantized(original: onnx.ModelProto, quantized: onnx.ModelProto, nodes: set[str], recipe: Int8Recipe) -> None:
-    """Every node in ``nodes`` was quantized (Q/DQ recipes feed it from DequantizeLinear, the others replace it), and
-    every other node of ``original`` is in ``quantized`` with its op and reads no quantized tensor but a Linear
-    layer's own dequantized output (its bias add).
-
-    Raises:
-        ExportError: naming the first Linear layer left in float, or the first node the quantizer changed.
-    """
-    producers = {output: node for node in quantized.graph.node for output in node.output}
-    kept = {node.name: node for node in quantized.graph.node}
-    for name in nodes:
-        node = kept.get(name)
-        if recipe is Int8Recipe.DYNAMIC or recipe is Int8Recipe.STATIC_QOPERATOR:
-            left = node is not None and node.op_type in ("MatMul", "Gemm")
-        else:
-            left = node is None or any(
-                getattr(producers.get(i), "op_type", "") != "DequantizeLinear" for i in node.input[:2]
-            )
-        if left:
-            raise ExportError(f"INT8: onnxruntime's quantizer left Linear node {name!r} in float")
-    for node in original.graph.node:
-        if node.name in nodes:
-            continue
-        got, op_type = kept.get(node.name), node.op_type
-        if got is None and node.op_type == "Gemm":  # the dynamic quantizer rewrites Gemm as MatMul + Add, in float
-            got, op_type = kept.get(f"{node.name}_MatMul"), "MatMul"
-        if got is None or got.op_type != op_type:
-            raise ExportError(f"INT8: the quantizer changed {node.op_type} node {node.name!r}, which must stay float")
-        for name in got.input:
-            if getattr(producers.get(name), "op_type", "") in QUANTIZED_OPS and not _linear_output(
-                producers, name, nodes
-            ):
-                raise ExportError(f"INT8: {node.op_type} node {node.name!r} reads quantized tensor {name!r}")
-
-
-def _linear_output(producers: dict[str, onnx.NodeProto], name: str, nodes: set[str]) -> bool:
-    """Whether tensor ``name`` is a quantized Linear layer's own output, dequantized (its bias add reads it)."""
-    dq = producers.get(name)
-    if dq is None or dq.op_type != "DequantizeLinear":
-        return False
-    source = producers.get(dq.input[0])
-    if source is not None and source.op_type == "QuantizeLinear":
-        source = producers.get(source.input[0])
-    return source is not None and source.name.removesuffix("_quant") in nodes
-
-
-def _quantized_input(producers: dict[str, onnx.NodeProto], name: str) -> str | None:
-    """The float tensor that a Q/DQ pair ending in ``name`` quantizes, ``None`` if ``name`` is not such a pair."""
-    dq = producers.get(name)
-    q = producers.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
-    return q.input[0] if q is not None and q.op_type == "QuantizeLinear" else None
-
-
-def _detach_float_consumers(model: onnx.ModelProto, quantized: set[str]) -> bool:
-    """Give nodes that are not quantized their float input back where the quantizer fed them the Q/DQ pair of a Linear
-    layer's input (it shares one pair among all consumers of a tensor, e.g. qkv and the fusion step's key
-    projection). Pairs on a Linear layer's output, which its bias add reads, stay."""
-    producers = {output: node for node in model.graph.node for output in node.output}
-    linear_inputs = {
-        source
-        for node in model.graph.node
-        if node.name in quantized
-        for name in node.input
-        if (source := _quantized_input(producers, name)) is not None
-    }
-    changed = False
-    for node in model.graph.node:
-        if node.name in quantized or node.op_type in QUANTIZED_OPS:
-            continue
-        for index, name in enumerate(node.input):
-            source = _quantized_input(producers, name)
-            if source is not None and source in linear_inputs:
-                node.input[index] = source
-                changed = True
-    return changed
 
 
 @contextlib.contextmanager

@@ -70,11 +70,12 @@ def fuse_tokens(
         size_dst, size_src = gather_tokens(size, match.dst), gather_tokens(size, match.src)
         total = size_dst + assign @ size_src
         summed = size_dst * x_dst + assign @ (size_src * x_src)
-    merged = summed / total
-    if op is StepOp.MLERP:  # the direction of the average, the largest norm in the group
+    if op is StepOp.MLERP:  # the direction of the average (that of the sum: sizes are positive), the largest norm
         src_norm = x_src.norm(dim=-1)[:, None, :]  # [B, 1, r]
         largest = torch.maximum(x_dst.norm(dim=-1, keepdim=True), (assign * src_norm).amax(dim=-1, keepdim=True))
-        merged = merged / merged.norm(dim=-1, keepdim=True).clamp_min(EPS) * largest
+        merged = summed * (largest / summed.norm(dim=-1, keepdim=True).clamp_min(EPS))  # one [B, D, C] multiply
+    else:
+        merged = summed / total
     grouped = total > size_dst  # destinations that absorbed a source; the others stay exactly as they were
     new_dst = torch.where(grouped, merged, x_dst)
     if size is None:
