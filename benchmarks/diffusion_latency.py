@@ -186,16 +186,9 @@ def tomesd_onnx_attempt() -> dict:
     """What torch's exporters make of tomesd's patch (a tiny SD-layout UNet, batch 1 and 2)."""
     import tomesd
 
-    model = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        cross_attention_dim=32,
-        attention_head_dim=8,
-        sample_size=16,
-        norm_num_groups=8,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-    ).eval()
+    from tofu_edge.diffusion.models import create_diffusion_model
+
+    model = create_diffusion_model("tiny-unet")
     tomesd.apply_patch(model, ratio=0.5)
     out = {}
     for batch in (1, 2):
