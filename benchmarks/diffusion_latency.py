@@ -29,6 +29,7 @@ from diffusers import DiTTransformer2DModel, UNet2DConditionModel
 
 import tofu_edge.diffusion as td
 from benchmarks.common import RESULTS, write_json
+from tofu_edge.measure.allocator import run_with_steady_allocator
 from tofu_edge.measure.environment import describe_environment
 from tofu_edge.measure.latency import Runner, measure_interleaved, paired_speedup
 from tofu_edge.stats import LatencyStats
@@ -210,6 +211,7 @@ def tomesd_onnx_attempt() -> dict:
 
 
 def main() -> None:
+    run_with_steady_allocator()  # steady timings: re-executes with glibc huge pages, no trimming (see its docs)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--sizes", default="64", help="UNet latent sizes, comma-separated")

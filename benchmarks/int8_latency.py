@@ -34,6 +34,7 @@ from tofu_edge.export.int8_graph import linear_nodes
 from tofu_edge.export.onnx import PHOTO_PARITY_IMAGES
 from tofu_edge.export.quantize import Int8Config, Int8Recipe, quantize_graph
 from tofu_edge.measure import measure_interleaved, ort_runner, paired_speedup
+from tofu_edge.measure.allocator import run_with_steady_allocator
 from tofu_edge.stats import LatencyStats
 
 INT8_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
@@ -42,6 +43,7 @@ SHIPPED = Int8Config()  # the onnxruntime-cpu default recipe
 
 
 def main() -> None:
+    run_with_steady_allocator()  # steady timings: re-executes with glibc huge pages, no trimming (see its docs)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="deit_small_patch16_224")
     parser.add_argument("--batches", default="1,8")

@@ -28,6 +28,7 @@ from benchmarks.common import RESULTS, environment, write_json
 from tofu_edge import FusionConfig
 from tofu_edge.export import export_onnx, ort_session
 from tofu_edge.measure import measure_interleaved, ort_runner, paired_speedup
+from tofu_edge.measure.allocator import run_with_steady_allocator
 from tofu_edge.measure.variants import variant_name
 from tofu_edge.patch import FusedBlock
 from tofu_edge.stats import LatencyStats
@@ -36,6 +37,7 @@ STATIC_DROP = "static-drop"
 
 
 def main() -> None:
+    run_with_steady_allocator()  # steady timings: re-executes with glibc huge pages, no trimming (see its docs)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="deit_small_patch16_224")
     parser.add_argument("--batches", default="1,8")

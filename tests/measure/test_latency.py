@@ -51,11 +51,11 @@ def test_stats_are_percentiles_of_the_samples_and_throughput_at_the_median():
         LatencyStats.from_samples([])
 
 
-def test_runners_are_called_round_robin_after_an_interleaved_warmup():
+def test_runners_are_called_round_robin_after_an_interleaved_warmup_each_round_starting_one_later():
     calls = []
     runners = [Runner(name, lambda name=name: calls.append(name)) for name in ("a", "b", "c")]
     samples = measure_interleaved(runners, warmup=1, iterations=2)
-    assert calls == ["a", "b", "c"] * 3
+    assert calls == ["a", "b", "c"] + ["a", "b", "c"] + ["b", "c", "a"]
     assert {name: len(times) for name, times in samples.items()} == {"a": 2, "b": 2, "c": 2}
 
 

@@ -17,6 +17,7 @@ from tofu_edge.choices import Backend, Device, OrtProvider
 from tofu_edge.cli.build import PluginsOption
 from tofu_edge.cli.options import NO_FUSION_OPTIONS, CheckpointOption, FusionOptions, ImgSizeOption, with_fusion_options
 from tofu_edge.errors import ConfigError
+from tofu_edge.measure.allocator import allocator_hint
 from tofu_edge.files import atomic_outputs, check_writable
 from tofu_edge.measure.bench import ENGINE_SUFFIXES, BenchResult, Timing, bench_files
 from tofu_edge.measure.plot import plot_sweep
@@ -165,6 +166,8 @@ def bench_command(
     for path in (output, plot):
         if path is not None:
             typer.echo(f"wrote {path}", err=True)
+    if device is Device.CPU and (hint := allocator_hint()) is not None:
+        typer.echo(hint, err=True)
 
 
 def render_bench(result: BenchResult, console: Console) -> None:

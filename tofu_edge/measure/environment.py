@@ -1,4 +1,4 @@
-"""The machine a measurement ran on: CPU, threads, GPU and driver, package versions, Jetson model and power.
+"""The machine a measurement ran on: CPU, threads, allocator, GPU, package versions, Jetson model and power.
 
 Everything here is best effort and never fails a benchmark: a missing tool or file leaves its field out.
 """
@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO
 
+from tofu_edge.measure.allocator import allocator_info
 from tofu_edge.versions import MEASURE_PACKAGES, package_versions
 
 __all__ = ["describe_environment", "jetson_info", "TegrastatsSampler", "parse_tegrastats", "torch_threads"]
@@ -47,6 +48,7 @@ def describe_environment(*, threads: int | None = None, device: str = "cpu") -> 
         "python": platform.python_version(),
         "versions": package_versions(MEASURE_PACKAGES),
         "device": device,
+        "allocator": allocator_info(),
     }
     gpu = gpu_info()
     if gpu:

@@ -47,7 +47,9 @@ def measure_interleaved(
     seconds: float | None = None,
     progress: Callable[[float], None] | None = None,
 ) -> dict[str, list[float]]:
-    """Time ``runners`` round-robin, one call each per round, in the order given.
+    """Time ``runners`` round-robin, one call each per round, each round starting one runner later than the one
+    before (``a b c``, ``b c a``, ``c a b``, ...), so no runner always follows the same one: what one call leaves
+    behind (caches, freed memory) then falls on every runner alike.
 
     Args:
         runners: What to time; names must be unique.
@@ -80,7 +82,8 @@ def measure_interleaved(
     started = time.perf_counter()
     rounds = 0
     while True:
-        for runner in runners:
+        start = rounds % len(runners)
+        for runner in [*runners[start:], *runners[:start]]:
             begin = time.perf_counter()
             device_ms = runner.call()
             wall_ms = (time.perf_counter() - begin) * 1e3

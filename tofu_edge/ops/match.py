@@ -140,19 +140,13 @@ def source_order(best_score: torch.Tensor, r: int) -> torch.Tensor:
         returns: [B, |A|] (int64 indices into A)
     """
     num_a = best_score.shape[-1]
-    # Rank of each A token in a stable descending sort of its best score: exact, so every backend agrees.
-    # j is ahead of i if it scores higher, or the same with a lower index.
-    others, own = best_score[:, None, :], best_score[:, :, None]
-    ahead = (others > own) | ((others == own) & _strictly_lower(num_a, best_score.device))
-    rank = ahead.to(torch.float32).sum(dim=-1)  # [B, |A|]
-
-    # Unique integer keys: sources first, then the unmerged tokens in ascending position.
-    reverse_index = torch.arange(num_a - 1, -1, -1, device=best_score.device, dtype=torch.float32)
-    key = torch.where(rank < r, reverse_index + num_a, reverse_index)
-    return key.topk(num_a, dim=-1).indices
-
-
-def _strictly_lower(n: int, device: torch.device) -> torch.Tensor:
-    """``mask[i, j] = j < i``, shape [n, n]."""
-    index = torch.arange(n, device=device)
-    return index[None, :] < index[:, None]
+    # A stable descending sort: equal scores keep ascending index order, so the lower index wins a tie exactly.
+    # Exported, it is one TopK, whose ONNX definition breaks ties the same way (the exporter has no stable sort).
+    if torch.compiler.is_exporting():
+        by_score = best_score.topk(num_a, dim=-1).indices
+    else:
+        by_score = best_score.sort(dim=-1, descending=True, stable=True).indices
+    # Each part back in ascending index (the indices are distinct, so any sort is exact).
+    sources = by_score[:, :r].topk(r, dim=-1, largest=False).values
+    unmerged = by_score[:, r:].topk(num_a - r, dim=-1, largest=False).values
+    return torch.cat([sources, unmerged], dim=1)

@@ -39,8 +39,9 @@ def fuse_tokens(
     largest norm in the group. A group of one stays exactly as it was.
 
     Every destination's group sum is one matmul with the one-hot assignment of the sources to the
-    destinations (``[B, D, r]``), so the step needs no scatter at all: the kept tokens are gathered, the
-    destinations computed, and the two concatenated.
+    destinations (``[B, D, r]``, weighted by size relative to the destination's), so the step needs no scatter at
+    all: the kept tokens are gathered, the destinations computed, and the two concatenated. Everything after that
+    matmul works on per-destination scales (``[B, D, 1]``) and one multiply, which keeps the step cheap at batch 1.
 
     Args:
         x: Tokens after the attention residual.
@@ -65,19 +66,21 @@ def fuse_tokens(
     if size is None:
         size_dst = torch.ones_like(x_dst[..., :1])
         total = size_dst + assign.sum(dim=-1, keepdim=True)
-        summed = x_dst + assign @ x_src
+        weight = assign
     else:
         size_dst, size_src = gather_tokens(size, match.dst), gather_tokens(size, match.src)
         total = size_dst + assign @ size_src
-        summed = size_dst * x_dst + assign @ (size_src * x_src)
+        weight = assign * (size_src.transpose(1, 2) / size_dst)  # [B, D, r]: each source's size over its destination's
+    # The size-weighted group sum over the destination's size: exactly x_dst for a group of one (its weights are 0).
+    summed = x_dst + weight @ x_src
     if op is StepOp.MLERP:  # the direction of the average (that of the sum: sizes are positive), the largest norm
         src_norm = x_src.norm(dim=-1)[:, None, :]  # [B, 1, r]
         largest = torch.maximum(x_dst.norm(dim=-1, keepdim=True), (assign * src_norm).amax(dim=-1, keepdim=True))
-        merged = summed * (largest / summed.norm(dim=-1, keepdim=True).clamp_min(EPS))  # one [B, D, C] multiply
+        scale = largest / summed.norm(dim=-1, keepdim=True).clamp_min(EPS)
+        scale = torch.where(total > size_dst, scale, 1.0)  # a group of one stays exactly as it was
     else:
-        merged = summed / total
-    grouped = total > size_dst  # destinations that absorbed a source; the others stay exactly as they were
-    new_dst = torch.where(grouped, merged, x_dst)
+        scale = size_dst / total  # 1 exactly for a group of one
+    new_dst = summed * scale  # the only full-width op after the group sum: scales are [B, D, 1]
     if size is None:
         kept_size = x_dst.new_ones((x_dst.shape[0], match.kept.shape[1], 1))
     else:
