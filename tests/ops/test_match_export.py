@@ -1,7 +1,8 @@
-"""The exported match (TopK in ONNX) picks the same sources as eager PyTorch and the loop reference, ties included.
+"""The exported match picks the same sources as eager PyTorch and the loop reference, ties included.
 
-Eager PyTorch ranks with a stable sort; the exported graph with TopK, whose ONNX definition also gives a tie to the
-lower index. These tests hold onnxruntime to that on scores that tie everywhere, in part, and nowhere.
+Eager PyTorch ranks with a stable sort; the exported graph counts each token's rank by comparisons and orders the
+tokens with one TopK over distinct keys (ONNX has no stable sort). These tests hold onnxruntime to the same result on
+scores that tie everywhere, in part, and nowhere.
 """
 
 import onnxruntime as ort

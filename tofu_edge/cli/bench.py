@@ -17,8 +17,8 @@ from tofu_edge.choices import Backend, Device, OrtProvider
 from tofu_edge.cli.build import PluginsOption
 from tofu_edge.cli.options import NO_FUSION_OPTIONS, CheckpointOption, FusionOptions, ImgSizeOption, with_fusion_options
 from tofu_edge.errors import ConfigError
-from tofu_edge.measure.allocator import allocator_hint
 from tofu_edge.files import atomic_outputs, check_writable
+from tofu_edge.measure.allocator import allocator_hint
 from tofu_edge.measure.bench import ENGINE_SUFFIXES, BenchResult, Timing, bench_files
 from tofu_edge.measure.plot import plot_sweep
 from tofu_edge.measure.variants import Variant, parse_sweep, variant_name

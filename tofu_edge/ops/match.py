@@ -139,14 +139,32 @@ def source_order(best_score: torch.Tensor, r: int) -> torch.Tensor:
         best_score: [B, |A|]
         returns: [B, |A|] (int64 indices into A)
     """
-    num_a = best_score.shape[-1]
-    # A stable descending sort: equal scores keep ascending index order, so the lower index wins a tie exactly.
-    # Exported, it is one TopK, whose ONNX definition breaks ties the same way (the exporter has no stable sort).
     if torch.compiler.is_exporting():
-        by_score = best_score.topk(num_a, dim=-1).indices
-    else:
-        by_score = best_score.sort(dim=-1, descending=True, stable=True).indices
-    # Each part back in ascending index (the indices are distinct, so any sort is exact).
+        return _exported_source_order(best_score, r)
+    # A stable descending sort: equal scores keep ascending index order, so the lower index wins a tie exactly.
+    by_score = best_score.sort(dim=-1, descending=True, stable=True).indices
+    # Each part back in ascending index (the indices are distinct, so any order of equal keys cannot arise).
     sources = by_score[:, :r].topk(r, dim=-1, largest=False).values
-    unmerged = by_score[:, r:].topk(num_a - r, dim=-1, largest=False).values
+    unmerged = by_score[:, r:].topk(best_score.shape[-1] - r, dim=-1, largest=False).values
     return torch.cat([sources, unmerged], dim=1)
+
+
+def _exported_source_order(best_score: torch.Tensor, r: int) -> torch.Tensor:
+    """`source_order` in portable ops whose result does not depend on a backend's tie order: ONNX has no stable
+    sort, and TensorRT documents no tie order for its TopK. Each token's rank in the stable descending order is
+    counted exactly by comparisons; one TopK over distinct integer keys then orders the tokens.
+
+    Shapes:
+        best_score: [B, |A|]
+        returns: [B, |A|] (int64 indices into A)
+    """
+    num_a = best_score.shape[-1]
+    # j is ahead of i if it scores higher, or the same with a lower index.
+    others, own = best_score[:, None, :], best_score[:, :, None]
+    index = torch.arange(num_a, device=best_score.device)
+    ahead = (others > own) | ((others == own) & (index[None, :] < index[:, None]))
+    rank = ahead.to(torch.float32).sum(dim=-1)  # [B, |A|]
+    # Distinct keys: sources first, then the unmerged tokens, each in ascending index.
+    reverse_index = torch.arange(num_a - 1, -1, -1, device=best_score.device, dtype=torch.float32)
+    key = torch.where(rank < r, reverse_index + num_a, reverse_index)
+    return key.topk(num_a, dim=-1).indices
