@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--rs", default="8,13,16")
     parser.add_argument("--modes", default="default,mean", help="default (the library's) or mode names; comma list")
-    parser.add_argument("--rounds", default="60,16", help="Timed rounds per batch size (comma list, in order).")
+    parser.add_argument("--rounds", default="60,24", help="Timed rounds per batch size (comma list, in order).")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--compile", action="store_true", help="Also time every variant after torch.compile.")
     parser.add_argument("--compile-rs", default="13", help="r values timed compiled (compiling is slow).")
@@ -57,14 +57,16 @@ def main() -> None:
 
 
 def variants(rs: str, modes: str) -> list[Variant]:
-    """The unfused model, then every mode at every r (``clamp=True``: r=16 is capped in DeiT-S's last block)."""
+    """The unfused model, every mode at every r (``clamp=True``: r=16 is capped in DeiT-S's last block), and a
+    control: a second copy of the unfused model (fused with r=0, which runs timm's own blocks), whose speed-up shows
+    how far two equal models measure apart."""
     found = [Variant(variant_name(None))]
     for r in map(int, rs.split(",")):
         for mode in modes.split(","):
             config = FusionConfig(r=r, clamp=True) if mode == "default" else FusionConfig(r=r, mode=mode, clamp=True)
             name = variant_name(config)
             found.append(Variant(f"default ({name})" if mode == "default" else name, config))
-    return found
+    return [*found, Variant("unfused (second copy)", FusionConfig())]
 
 
 if __name__ == "__main__":

@@ -1,13 +1,14 @@
-"""onnxruntime (CPU) latency of exported fused DeiT-S against the exported unfused model, in one process.
+"""onnxruntime (CPU) latency of exported fused DeiT-S against the exported unfused model, timed side by side.
 
 Usage: python -m benchmarks.onnx_latency [--rs 8,13,16] [--batches 1,8] [--modes default,mean] [--align 8]
 
 For every batch size, exports the unfused model, the `static-drop` ceiling at each r (the fused token counts with
 tokens simply cut off: no matching, no merge, so the fastest this runtime can be at those shapes) and each fusion
 mode at each r (static batch, opset 17, the exporter's own parity check), optionally the ceiling and the first
-mode again with ``align`` (token counts in multiples of N at the same MACs); then runs all sessions round-robin,
-one call each per round. Reports the median of the per-round speed-ups against the unfused call of the same round
-(drifts in machine speed cancel), each variant's fraction of its FLOPs-ideal speed-up and of the ceiling's speed-up.
+mode again with ``align`` (token counts in multiples of N at the same MACs); then, in a fresh process, runs all
+sessions round-robin, one call each per round, with a second session of the unfused file as a control. Reports
+the median of the per-round speed-ups against the unfused call of the same round (drifts in machine speed cancel),
+each variant's fraction of its FLOPs-ideal speed-up and of the ceiling's speed-up.
 Writes benchmarks/results/onnx_latency.json.
 """
 
@@ -16,9 +17,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import multiprocessing
 import re
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from unittest import mock
 
@@ -34,6 +37,7 @@ from tofu_edge.patch import FusedBlock
 from tofu_edge.stats import LatencyStats
 
 STATIC_DROP = "static-drop"
+CONTROL = "unfused (second session)"  # the same file again: its speed-up shows how far two equal sessions differ
 
 
 def main() -> None:
@@ -72,13 +76,13 @@ def main() -> None:
                 seconds = time.perf_counter() - started
                 exports.append({"variant": name, "batch": batch, "export_and_parity_s": seconds})
                 print(f"exported {name} b={batch} in {seconds:.1f} s ({sum(reports[name].ops.values())} nodes)")
-            images = np.random.default_rng(0).standard_normal((batch, 3, 224, 224), dtype=np.float32)
-            runners = [
-                ort_runner(name, ort_session(r.onnx_path, threads=args.threads, spinning=args.spinning), images)
-                for name, r in reports.items()
-            ]
-            samples = measure_interleaved(runners, warmup=3, iterations=rounds[batch])
-            for name, report in reports.items():
+            files = {name: str(report.onnx_path) for name, report in reports.items()}
+            files[CONTROL] = files["unfused"]
+            # A fresh process times the sessions: after the exports, the first session opened in this one ran ~10 %
+            # slower than a second session of the same file (benchmarks/README.md, "Allocator").
+            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                samples = pool.submit(time_files, files, batch, args.threads, args.spinning, rounds[batch]).result()
+            for name, report in [*reports.items(), (CONTROL, reports["unfused"])]:
                 results.append(_row(name, batch, report, samples))
             _print_batch([row for row in results if row["batch"] == batch])
 
@@ -93,6 +97,15 @@ def main() -> None:
     }
     write_json(Path(args.output), {"environment": env, "exports": exports, "results": results})
     print(f"wrote {args.output}")
+
+
+def time_files(files: dict[str, str], batch: int, threads: int, spinning: bool, rounds: int) -> dict[str, list[float]]:
+    """Time the ONNX files round-robin (`measure_interleaved`), one onnxruntime session each, on one random batch."""
+    images = np.random.default_rng(0).standard_normal((batch, 3, 224, 224), dtype=np.float32)
+    runners = [
+        ort_runner(name, ort_session(path, threads=threads, spinning=spinning), images) for name, path in files.items()
+    ]
+    return measure_interleaved(runners, warmup=3, iterations=rounds)
 
 
 def variants(rs: str, modes: str, align: int | None) -> dict[str, FusionConfig | None]:
