@@ -55,8 +55,8 @@ def main() -> None:
     parser.add_argument(
         "--spinning",
         action="store_true",
-        help="Let onnxruntime's idle threads spin (its default). Off by default: on 2-vCPU machines spinning "
-        "costs the unfused model 40 %% (benchmarks/README.md).",
+        help="Let onnxruntime's idle threads spin (its default). Off by default: sessions interleaved in one "
+        "process slow each other down when they spin (benchmarks/README.md, ort_spinning.py).",
     )
     parser.add_argument("--output", default=str(RESULTS / "onnx_latency.json"))
     args = parser.parse_args()

@@ -69,7 +69,11 @@ def bench_command(
         typer.Option(help="onnxruntime execution provider (default: from --device).", show_default=False),
     ] = None,
     ort_spinning: Annotated[
-        bool, typer.Option(help="Let onnxruntime's idle threads spin (off: it slows small CPUs, benchmarks/README).")
+        bool,
+        typer.Option(
+            help="Let onnxruntime's idle threads spin (off: interleaved sessions would slow each other; a one-model "
+            "deployment may want it on, see the README's Benchmarks)."
+        ),
     ] = False,
     fp16: Annotated[bool, typer.Option(help="TensorRT: allow fp16 kernels when building engines.")] = False,
     compile: Annotated[

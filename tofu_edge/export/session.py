@@ -48,9 +48,10 @@ def ort_session(
 ) -> Any:
     """An onnxruntime ``InferenceSession`` on one execution provider (plus the CPU as fallback for GPU ones).
 
-    Idle-thread spinning is off unless ``spinning``: on 2-vCPU machines it slowed the unfused DeiT-S by 40 %
-    (benchmarks/README.md). One inter-op thread; ``threads`` intra-op threads (onnxruntime's default when
-    ``None``).
+    Idle-thread spinning is off unless ``spinning``: sessions timed together in one process slow each other down
+    when their idle threads spin. A one-model process with idle time between calls ran faster with it on
+    (benchmarks/README.md, ``ort_spinning.py``). One inter-op thread; ``threads`` intra-op threads (onnxruntime's
+    default when ``None``).
 
     Args:
         path: The ONNX file (portable or plugin flavour).
