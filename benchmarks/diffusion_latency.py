@@ -16,7 +16,6 @@ exported with `tofu_edge.diffusion.export_onnx` (parity-checked). Speed-ups are 
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import os
@@ -28,8 +27,7 @@ import torch
 from diffusers import DiTTransformer2DModel, UNet2DConditionModel
 
 import tofu_edge.diffusion as td
-from benchmarks.common import RESULTS, write_json
-from tofu_edge.measure.allocator import run_with_steady_allocator
+from benchmarks.common import RESULTS, timing_parser, write_json
 from tofu_edge.measure.environment import describe_environment
 from tofu_edge.measure.latency import Runner, measure_interleaved, paired_speedup
 from tofu_edge.stats import LatencyStats
@@ -211,8 +209,7 @@ def tomesd_onnx_attempt() -> dict:
 
 
 def main() -> None:
-    run_with_steady_allocator()  # steady timings: re-executes with glibc huge pages, no trimming (see its docs)
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = timing_parser(__doc__)  # re-executes with the steady allocator first
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--sizes", default="64", help="UNet latent sizes, comma-separated")
     parser.add_argument("--batch", type=int, default=1)

@@ -10,18 +10,15 @@ compilation), speed-ups as the median of per-round ratios: exactly what `tofu-ed
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from benchmarks.common import RESULTS, write_json
+from benchmarks.common import RESULTS, timing_parser, write_json
 from tofu_edge import FusionConfig
 from tofu_edge.measure import Timing, Variant, bench_model, variant_name
-from tofu_edge.measure.allocator import run_with_steady_allocator
 
 
 def main() -> None:
-    run_with_steady_allocator()  # steady timings: re-executes with glibc huge pages, no trimming (see its docs)
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = timing_parser(__doc__)  # re-executes with the steady allocator first
     parser.add_argument("--model", default="deit_small_patch16_224")
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--rs", default="8,13,16")

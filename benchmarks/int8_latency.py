@@ -14,7 +14,6 @@ INT8 instruction-set flags.
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 import time
@@ -25,16 +24,15 @@ import numpy as np
 import onnx
 import torch
 
-from benchmarks.common import RESULTS, environment, write_json
+from benchmarks.common import RESULTS, environment, time_onnx_files, timing_parser, write_json
 from tofu_edge import FusionConfig, create_model
-from tofu_edge.export import export_onnx, ort_session
+from tofu_edge.export import export_onnx
 from tofu_edge.export.calibration import CalibrationReader, calibration_images
 from tofu_edge.export.int8_export import linear_weights
 from tofu_edge.export.int8_graph import linear_nodes
 from tofu_edge.export.onnx import PHOTO_PARITY_IMAGES
 from tofu_edge.export.quantize import Int8Config, Int8Recipe, quantize_graph
-from tofu_edge.measure import measure_interleaved, ort_runner, paired_speedup
-from tofu_edge.measure.allocator import run_with_steady_allocator
+from tofu_edge.measure import paired_speedup
 from tofu_edge.stats import LatencyStats
 
 INT8_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
@@ -43,8 +41,7 @@ SHIPPED = Int8Config()  # the onnxruntime-cpu default recipe
 
 
 def main() -> None:
-    run_with_steady_allocator()  # steady timings: re-executes with glibc huge pages, no trimming (see its docs)
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = timing_parser(__doc__)  # re-executes with the steady allocator first
     parser.add_argument("--model", default="deit_small_patch16_224")
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--rs", default="8,13,16")
@@ -88,7 +85,7 @@ def main() -> None:
                     started = time.perf_counter()
                     quantize_file(base, files[name], recipe, model, batch)
                     print(f"quantized {name} b={batch} in {time.perf_counter() - started:.0f} s", flush=True)
-            samples = _time(files, batch, rounds[batch], args.threads)
+            samples = time_onnx_files(files, batch, rounds[batch], args.threads)
             for name, times in samples.items():
                 r = 0 if "unfused" in name else int(name.rsplit("=", 1)[1])
                 row = {
@@ -170,12 +167,6 @@ def wait_until_idle(max_load: float = 1.0, timeout_s: float = 3600, poll_s: floa
         print(f"load {os.getloadavg()[0]:.2f} >= {max_load}: waiting {poll_s:.0f} s for an idle machine", flush=True)
         time.sleep(poll_s)
     return os.getloadavg()
-
-
-def _time(files: dict[str, Path], batch: int, rounds: int, threads: int) -> dict[str, list[float]]:
-    images = np.random.default_rng(0).standard_normal((batch, 3, 224, 224), dtype=np.float32)
-    runners = [ort_runner(name, ort_session(path, threads=threads), images) for name, path in files.items()]
-    return measure_interleaved(runners, warmup=3, iterations=rounds)
 
 
 def _cpu_flags() -> dict:

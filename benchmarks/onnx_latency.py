@@ -14,7 +14,6 @@ Writes benchmarks/results/onnx_latency.json.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import multiprocessing
@@ -25,13 +24,10 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from unittest import mock
 
-import numpy as np
-
-from benchmarks.common import RESULTS, environment, write_json
+from benchmarks.common import RESULTS, environment, time_onnx_files, timing_parser, write_json
 from tofu_edge import FusionConfig
-from tofu_edge.export import export_onnx, ort_session
-from tofu_edge.measure import measure_interleaved, ort_runner, paired_speedup
-from tofu_edge.measure.allocator import run_with_steady_allocator
+from tofu_edge.export import export_onnx
+from tofu_edge.measure import paired_speedup
 from tofu_edge.measure.variants import variant_name
 from tofu_edge.patch import FusedBlock
 from tofu_edge.stats import LatencyStats
@@ -41,8 +37,7 @@ CONTROL = "unfused (second session)"  # the same file again: its speed-up shows 
 
 
 def main() -> None:
-    run_with_steady_allocator()  # steady timings: re-executes with glibc huge pages, no trimming (see its docs)
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = timing_parser(__doc__)  # re-executes with the steady allocator first
     parser.add_argument("--model", default="deit_small_patch16_224")
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--rs", default="8,13,16")
@@ -70,9 +65,7 @@ def main() -> None:
             reports = {}
             for name, config in configs.items():
                 started = time.perf_counter()
-                path = Path(folder) / f"{''.join(c if c.isalnum() else '_' for c in name)}_b{batch}.onnx"
-                with _static_drop() if name.startswith(STATIC_DROP) else contextlib.nullcontext():
-                    reports[name] = export_onnx(args.model, path, config, batch=batch)
+                reports[name] = export_variant(args.model, Path(folder), name, config, batch)
                 seconds = time.perf_counter() - started
                 exports.append({"variant": name, "batch": batch, "export_and_parity_s": seconds})
                 print(f"exported {name} b={batch} in {seconds:.1f} s ({sum(reports[name].ops.values())} nodes)")
@@ -81,7 +74,8 @@ def main() -> None:
             # A fresh process times the sessions: after the exports, the first session opened in this one ran ~10 %
             # slower than a second session of the same file (benchmarks/README.md, "Allocator").
             with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-                samples = pool.submit(time_files, files, batch, args.threads, args.spinning, rounds[batch]).result()
+                timing = pool.submit(time_onnx_files, files, batch, rounds[batch], args.threads, args.spinning)
+                samples = timing.result()
             for name, report in [*reports.items(), (CONTROL, reports["unfused"])]:
                 results.append(_row(name, batch, report, samples))
             _print_batch([row for row in results if row["batch"] == batch])
@@ -99,13 +93,12 @@ def main() -> None:
     print(f"wrote {args.output}")
 
 
-def time_files(files: dict[str, str], batch: int, threads: int, spinning: bool, rounds: int) -> dict[str, list[float]]:
-    """Time the ONNX files round-robin (`measure_interleaved`), one onnxruntime session each, on one random batch."""
-    images = np.random.default_rng(0).standard_normal((batch, 3, 224, 224), dtype=np.float32)
-    runners = [
-        ort_runner(name, ort_session(path, threads=threads, spinning=spinning), images) for name, path in files.items()
-    ]
-    return measure_interleaved(runners, warmup=3, iterations=rounds)
+def export_variant(model: str, folder: Path, name: str, config: FusionConfig, batch: int):
+    """Export one variant into ``folder`` (a file name made from ``name``); a ``static-drop`` name exports the
+    ceiling (`_static_drop`). Returns the `export_onnx` report."""
+    path = folder / f"{''.join(c if c.isalnum() else '_' for c in name)}_b{batch}.onnx"
+    with _static_drop() if name.startswith(STATIC_DROP) else contextlib.nullcontext():
+        return export_onnx(model, path, config, batch=batch)
 
 
 def variants(rs: str, modes: str, align: int | None) -> dict[str, FusionConfig | None]:

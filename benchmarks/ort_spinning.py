@@ -12,8 +12,6 @@ call; once with spinning off and once on. Writes benchmarks/results/ort_spinning
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import multiprocessing
 import tempfile
 import time
@@ -22,12 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import RESULTS, environment, write_json
-from benchmarks.onnx_latency import STATIC_DROP, _static_drop
+from benchmarks.common import RESULTS, environment, timing_parser, write_json
+from benchmarks.onnx_latency import STATIC_DROP, export_variant
 from tofu_edge import FusionConfig
-from tofu_edge.export import export_onnx, ort_session
-from tofu_edge.measure import paired_speedup
-from tofu_edge.measure.allocator import run_with_steady_allocator
+from tofu_edge.export import ort_session
+from tofu_edge.measure import Runner, measure_interleaved, paired_speedup
 from tofu_edge.stats import LatencyStats
 
 WARMUP_ROUNDS = 3
@@ -35,8 +32,7 @@ CONTROL = "unfused (second process)"
 
 
 def main() -> None:
-    run_with_steady_allocator()  # steady timings: re-executes with glibc huge pages, no trimming (see its docs)
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = timing_parser(__doc__)  # re-executes with the steady allocator first
     parser.add_argument("--model", default="deit_small_patch16_224")
     parser.add_argument("--r", type=int, default=13)
     parser.add_argument("--rounds", type=int, default=30)
@@ -55,9 +51,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         files, plans = {}, {}
         for name, config in configs.items():
-            path = Path(folder) / f"{''.join(c if c.isalnum() else '_' for c in name)}.onnx"
-            with _static_drop() if name.startswith(STATIC_DROP) else contextlib.nullcontext():
-                report = export_onnx(args.model, path, config, batch=1)
+            report = export_variant(args.model, Path(folder), name, config, 1)
             files[name], plans[name] = str(report.onnx_path), report.plan
         files[CONTROL], plans[CONTROL] = files["unfused"], plans["unfused"]
         for gap_ms in (float(g) for g in args.gaps_ms.split(",")):
@@ -90,8 +84,8 @@ def main() -> None:
 def time_processes(
     files: dict[str, str], spinning: bool, threads: int, rounds: int, gap_s: float
 ) -> dict[str, list[float]]:
-    """One spawned process per file, called in turn (rotating the first each round) after ``gap_s`` of idle time;
-    returns each file's call latencies in ms, entry ``i`` of every list from round ``i``."""
+    """One spawned process per file, timed by `measure_interleaved` (one call each per round, rotating), each call
+    after ``gap_s`` of idle time; returns each file's call latencies in ms as its process measured them."""
     context = multiprocessing.get_context("spawn")
     workers = []
     for name, path in files.items():
@@ -100,21 +94,19 @@ def time_processes(
         process.start()
         ours.recv()  # the session is open
         workers.append((name, process, ours))
-    samples: dict[str, list[float]] = {name: [] for name in files}
+
+    def call(connection: Connection) -> float:
+        time.sleep(gap_s)
+        connection.send("run")
+        return connection.recv()  # the latency the worker measured, in ms: what measure_interleaved records
+
     try:
-        for round_index in range(WARMUP_ROUNDS + rounds):
-            start = round_index % len(workers)
-            for name, _, connection in [*workers[start:], *workers[:start]]:
-                time.sleep(gap_s)
-                connection.send("run")
-                latency_ms = connection.recv()
-                if round_index >= WARMUP_ROUNDS:
-                    samples[name].append(latency_ms)
+        runners = [Runner(name, lambda connection=connection: call(connection)) for name, _, connection in workers]
+        return measure_interleaved(runners, warmup=WARMUP_ROUNDS, iterations=rounds)
     finally:
         for _, process, connection in workers:
             connection.send("stop")
             process.join(timeout=30)
-    return samples
 
 
 def serve(path: str, spinning: bool, threads: int, connection: Connection) -> None:
