@@ -36,7 +36,7 @@ def allocator_info() -> dict:
 def run_with_steady_allocator() -> None:
     """Re-execute this Python process with `STEADY_GLIBC_TUNABLES` unless ``GLIBC_TUNABLES`` is already set (a
     user's own choice is kept) or this is not Linux with glibc. Call it first thing in a benchmark's ``main``."""
-    if "GLIBC_TUNABLES" in os.environ or not _glibc_linux():
+    if not _unset_on_glibc():
         return
     os.environ["GLIBC_TUNABLES"] = STEADY_GLIBC_TUNABLES
     sys.stdout.flush()
@@ -46,12 +46,17 @@ def run_with_steady_allocator() -> None:
 
 def allocator_hint() -> str | None:
     """One line on setting the steady allocator, for a timing run on Linux with glibc that has none set."""
-    if "GLIBC_TUNABLES" in os.environ or not _glibc_linux():
+    if not _unset_on_glibc():
         return None
     return (
         f"hint: for steadier CPU timings run with GLIBC_TUNABLES={STEADY_GLIBC_TUNABLES} "
         "(sessions agreed within 2 % instead of 20 % on a cloud VM; see the README, 'Timing on a CPU')"
     )
+
+
+def _unset_on_glibc() -> bool:
+    """Linux with glibc, and no ``GLIBC_TUNABLES`` of the user's own: where the steady settings apply."""
+    return "GLIBC_TUNABLES" not in os.environ and _glibc_linux()
 
 
 def _glibc_linux() -> bool:
