@@ -3,6 +3,7 @@
 import json
 import pickle
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -149,3 +150,33 @@ def test_pickle_that_is_not_a_state_dict(tmp_path):
 def test_unknown_flavor_is_a_usage_error(tmp_path):
     result = runner.invoke(app, ["export", "deit_tiny_patch16_224", "-o", str(tmp_path / "m.onnx"), "--flavor", "x"])
     assert result.exit_code == 2 and "Invalid value for '--flavor'" in result.stderr
+
+
+def _tensorrt_rtx_installed() -> bool:
+    from tofu_edge.engine import tensorrt_rtx_available
+
+    return tensorrt_rtx_available()
+
+
+MAX_LAYERS_PER_STEP = 120  # TensorRT-RTX layers one portable fusion step may add (a transformer block is ~133)
+
+
+@pytest.mark.skipif(not _tensorrt_rtx_installed(), reason="tensorrt-rtx is not installed")
+def test_tensorrt_rtx_check_counts_layers_per_step_into_the_report(tmp_path):
+    args = ["export", "deit_tiny_patch16_224", "--img-size", "32", "--r", "1,1,1", "-o", str(tmp_path / "m.onnx")]
+    result = runner.invoke(app, [*args, "--tensorrt-rtx", "--json"])
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)["tensorrt_rtx"]
+    assert printed == json.loads((tmp_path / "m.json").read_text())["tensorrt_rtx"]
+    assert printed["ok"] and printed["built"] and printed["compute_capability"] == "SM89"
+    steps = printed["step_layers"]
+    assert steps["steps"] == 3 and steps["fused"] == printed["layers"] > steps["unfused"]
+    assert 0 < steps["per_step"] <= MAX_LAYERS_PER_STEP
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.onnx"]  # the twin went with its folder
+
+
+def test_tensorrt_rtx_check_refuses_the_plugin_flavour(tmp_path):
+    result = runner.invoke(
+        app, ["export", "deit_tiny_patch16_224", "-o", str(tmp_path / "m.onnx"), "--flavor", "plugin", "--tensorrt-rtx"]
+    )
+    assert_usage_error(result, "--tensorrt-rtx checks the portable flavour", tmp_path)

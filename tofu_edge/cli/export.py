@@ -97,6 +97,14 @@ def export_command(
             show_default=False,
         ),
     ] = None,
+    tensorrt_rtx: Annotated[
+        bool,
+        typer.Option(
+            "--tensorrt-rtx",
+            help="Also parse and build the file with TensorRT-RTX on the CPU (pip install tensorrt-rtx) and count "
+            "the TensorRT layers per fusion step against an unfused twin; both go into the report.",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Export a fused timm ViT to static-shape ONNX and check it against PyTorch with onnxruntime.
@@ -108,6 +116,8 @@ def export_command(
     from tofu_edge.export import ParityTolerance, export_onnx
     from tofu_edge.export.int8_export import INT8_TOLERANCE
 
+    if tensorrt_rtx and flavor is not Flavor.PORTABLE:
+        raise ConfigError("--tensorrt-rtx checks the portable flavour: TensorRT-RTX cannot load plugins")
     int8_config = _int8_config(int8, int8_target, int8_recipe, calibration_images, calibration_count)
     given = {"min_cosine": min_cosine, "min_top1_agreement": min_top1}
     base = INT8_TOLERANCE if int8_config is not None else ParityTolerance()
@@ -133,10 +143,17 @@ def export_command(
             int8=int8_config,
             calibration_progress=lambda done, total: bar.update(task, completed=done, total=total, visible=True),
         )
+    trt = None
+    if tensorrt_rtx:
+        from tofu_edge.measure.tensorrt_layers import check_export_with_tensorrt_rtx
+
+        trt = check_export_with_tensorrt_rtx(report, checkpoint=checkpoint, img_size=img_size)
     if as_json:
-        typer.echo(json.dumps(report.to_dict(), indent=2))
+        typer.echo(json.dumps({**report.to_dict(), "tensorrt_rtx": trt}, indent=2))
     else:
         render_export(report, Console())
+        if trt is not None:
+            _render_tensorrt_rtx(trt, Console())
 
 
 def render_export(report: ExportReport, console: Console) -> None:
@@ -158,6 +175,16 @@ def render_export(report: ExportReport, console: Console) -> None:
     console.print("parity: passed" if report.parity.passed else "parity: FAILED")
     if report.int8 is not None:
         _render_int8(report, console)
+
+
+def _render_tensorrt_rtx(trt: dict, console: Console) -> None:
+    """One line: did TensorRT-RTX parse and build it, its layers, and the layers per fusion step."""
+    status = "parsed and built" if trt["ok"] else f"FAILED: {trt['errors'][0] if trt['errors'] else 'no engine'}"
+    line = f"TensorRT-RTX {trt['tensorrt_rtx_version']} ({trt['compute_capability']}): {status}, {trt['layers']} layers"
+    steps = trt["step_layers"]
+    if steps is not None:
+        line += f", {steps['per_step']:.0f} per fusion step ({steps['steps']} steps; unfused twin {steps['unfused']})"
+    console.print(line)
 
 
 def _int8_config(

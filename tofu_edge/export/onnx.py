@@ -28,6 +28,7 @@ from tofu_edge.export.int8_export import INT8_TOLERANCE, Int8Report, quantize_ex
 from tofu_edge.export.parity import ParityReport, ParityTolerance, check_parity
 from tofu_edge.export.plugin import translation_table, use_plugin_blocks
 from tofu_edge.export.quantize import Int8Config, Int8Target
+from tofu_edge.export.rewrite import fusable_graph
 from tofu_edge.export.session import ort_session
 from tofu_edge.files import atomic_outputs, check_writable
 from tofu_edge.images import bundled_photo_folder, flat_images, photo_images, random_images
@@ -226,7 +227,8 @@ def export_onnx(
 
 
 def _trace(module: torch.nn.Module, example: torch.Tensor, dynamic_batch: bool) -> onnx.ModelProto:
-    """The fused model as ONNX (opset 18) through torch's dynamo exporter, optimized and constant-folded."""
+    """The fused model as ONNX (opset 18) through torch's dynamo exporter, optimized, constant-folded and rewritten
+    into onnxruntime's fusable forms (`fusable_graph`)."""
     dynamic_shapes = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
     # the exporter prints progress on stdout; keep stdout for results
     with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
@@ -248,7 +250,10 @@ def _trace(module: torch.nn.Module, example: torch.Tensor, dynamic_batch: bool) 
             first_line = str(error).strip().splitlines()[0]
             raise ExportError(f"torch.onnx.export failed: {first_line}") from None
     # fold what depends on weights only (e.g. the head-averaged key projection) into initializers
-    return onnxscript.optimizer.optimize(program.model_proto, input_size_limit=FOLD_LIMIT, output_size_limit=FOLD_LIMIT)
+    folded = onnxscript.optimizer.optimize(
+        program.model_proto, input_size_limit=FOLD_LIMIT, output_size_limit=FOLD_LIMIT
+    )
+    return fusable_graph(folded)  # GELU, reshapes and transposes in the forms onnxruntime fuses
 
 
 def _parity_sets(module: torch.nn.Module, parity_images: str | Path | None) -> dict[str, torch.Tensor]:

@@ -6,7 +6,16 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["TokenMatch", "match_tokens", "cosine_scores", "match_scores", "source_order", "split_starts", "EPS"]
+__all__ = [
+    "TokenMatch",
+    "match_tokens",
+    "cosine_scores",
+    "match_scores",
+    "source_order",
+    "split_starts",
+    "token_range",
+    "EPS",
+]
 
 EPS = 1e-6  # guards the division by a zero norm (metric rows, merged averages)
 
@@ -106,7 +115,8 @@ def cosine_scores(metric: torch.Tensor, num_prefix: int) -> torch.Tensor:
     a_start, b_start = split_starts(num_prefix)
     metric = metric.detach()
     metric = metric / metric.norm(dim=-1, keepdim=True).clamp_min(EPS)
-    return metric[:, a_start::2] @ metric[:, b_start::2].transpose(1, 2)
+    num_tokens = metric.shape[1]
+    return token_range(metric, a_start, num_tokens, 2) @ token_range(metric, b_start, num_tokens, 2).transpose(1, 2)
 
 
 def match_scores(scores: torch.Tensor, num_tokens: int, num_prefix: int, r: int) -> TokenMatch:
@@ -120,15 +130,30 @@ def match_scores(scores: torch.Tensor, num_tokens: int, num_prefix: int, r: int)
     best_score, best_dst = scores.max(dim=-1)  # first maximum on ties
     a_order = source_order(best_score, r)
     positions = a_start + 2 * a_order  # [B, |A|] positions in the sequence: sources, then the unmatched
-    kept = positions[:, r:]
+    kept = token_range(positions, r, num_a)
     if num_prefix:
         kept = torch.cat([torch.arange(num_prefix, device=scores.device).expand(batch, num_prefix), kept], dim=1)
     return TokenMatch(
         kept=kept,
         dst=torch.arange(b_start, num_tokens, 2, device=scores.device).expand(batch, num_b),
-        src=positions[:, :r],
-        src_dst=best_dst.gather(1, a_order[:, :r]),
+        src=token_range(positions, 0, r),
+        src_dst=best_dst.gather(1, token_range(a_order, 0, r)),
     )
+
+
+def token_range(x: torch.Tensor, start: int, stop: int, step: int = 1) -> torch.Tensor:
+    """``x[:, start:stop:step]``: a view in PyTorch, one Gather with constant indices when exported.
+
+    TensorRT's ONNX parser turns every Slice into about 25 layers of index arithmetic (even with constant
+    bounds), a Gather into two; onnxruntime runs either as one copy.
+
+    Shapes:
+        x: [B, N, ...]
+        returns: [B, len(range(start, stop, step)), ...]
+    """
+    if torch.compiler.is_exporting():
+        return x.index_select(1, torch.arange(start, stop, step, device=x.device))
+    return x[:, start:stop:step]
 
 
 def source_order(best_score: torch.Tensor, r: int) -> torch.Tensor:
