@@ -1,5 +1,6 @@
 /*
- * TofuMatch, the per-element math shared by the CUDA kernel and the host test library.
+ * TofuMatch, the per-element math shared by the CUDA kernel and the host loops of common/tofuHostStep.h
+ * (the host test library, the onnxruntime custom ops).
  *
  * Semantics of tofu_edge/ops/match.py (match_tokens) from the scores on:
  *   A = non-prefix tokens at even positions of the full sequence, B = those at odd positions;

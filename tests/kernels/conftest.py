@@ -3,6 +3,9 @@
 The build needs cmake, nvcc and the TensorRT headers: ``-DTensorRT_INCLUDE_DIR`` comes from the
 ``TensorRT_INCLUDE_DIR`` environment variable, else from the ``kernel-lens`` package (TensorRT 10.14 headers).
 Set ``TOFU_KERNELS_BUILD_DIR`` to reuse a build directory between sessions (incremental builds).
+
+The onnxruntime custom ops (kernels/onnxruntime, no CUDA) are built separately, by the ``ort_build`` fixture of
+tests/conftest.py (tests/kernels/ort_build.py); ``TOFU_ORT_BUILD_DIR`` reuses their build directory.
 """
 
 from __future__ import annotations
