@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 import tofu_edge
 import tofu_edge.engine.runner
+from tests.kernels.ort_build import OrtBuild, build_ort_library
+from tests.kernels.ort_build import missing_prerequisite as ort_missing_prerequisite
 from tests.stubs.stub_runtime import add_stub_runtime, make_stub_cudart
 from tests.stubs.stub_tensorrt import make_stub_tensorrt
 
@@ -74,6 +78,39 @@ def tiny_onnx_plugin(tmp_path_factory):
     """The same model, plugin flavour: every fusion step a ``TofuMatch`` and a ``TofuMerge`` node."""
     path = tmp_path_factory.mktemp("onnx") / "vit_plugin.onnx"
     return tofu_edge.export_onnx(tiny_model("vit"), path, FUSION, flavor="plugin").onnx_path
+
+
+# --- the native onnxruntime ops (kernels/onnxruntime): built once per run ------------------------------------------
+
+_ort_build_seconds: list[float] = []
+
+
+@pytest.fixture(scope="session")
+def ort_build(tmp_path_factory: pytest.TempPathFactory) -> OrtBuild:
+    """libtofu_edge_ort.so (kernels/onnxruntime), configured and built once per session (``$TOFU_ORT_BUILD_DIR``
+    reuses a build folder); skipped with the reason where cmake, a C++ compiler or onnxruntime's headers are missing."""
+    reason = ort_missing_prerequisite()
+    if reason is not None:
+        pytest.skip(reason)
+    reuse = os.environ.get("TOFU_ORT_BUILD_DIR")
+    build_dir = Path(reuse) if reuse else tmp_path_factory.mktemp("ort-build")
+    try:
+        build = build_ort_library(build_dir)
+    except RuntimeError as error:
+        pytest.fail(str(error))
+    _ort_build_seconds.append(build.seconds)
+    return build
+
+
+@pytest.fixture(scope="session")
+def ort_library(ort_build: OrtBuild) -> Path:
+    """The path of this run's libtofu_edge_ort.so."""
+    return ort_build.library
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _ort_build_seconds:
+        terminalreporter.write_line(f"kernels/onnxruntime: cmake configure + build took {_ort_build_seconds[0]:.1f} s")
 
 
 # --- TensorRT and cuda-python: stand-ins (tests/stubs), their absence, and the real thing -------------------------

@@ -1,8 +1,9 @@
 """`ort_session`: the one way tofu-edge opens an ONNX file in onnxruntime (parity checks, bench, eval).
 
 Needs onnx and onnxruntime only: a portable-flavour file opens without torch. A plugin-flavour file
-(``TofuMatch``/``TofuMerge`` nodes) gets the loop reference registered as onnxruntime-extensions Python ops,
-which needs torch.
+(``TofuMatch``/``TofuMerge`` nodes) gets the native ops of ``libtofu_edge_ort.so`` where that library is built
+(`tofu_edge.export.ort_ops`), else the loop reference registered as onnxruntime-extensions Python ops, which needs
+torch.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from tofu_edge.choices import Flavor, OrtProvider, parse_choice
 from tofu_edge.errors import ConfigError, ExportError, MissingDependencyError
+from tofu_edge.export.ort_ops import BUILD_HINT, find_ort_ops, note_reference_fallback
 
 __all__ = ["ort_session", "onnx_metadata", "available_provider"]
 
@@ -45,6 +47,7 @@ def ort_session(
     provider: OrtProvider | str = OrtProvider.CPU,
     threads: int | None = None,
     spinning: bool = False,
+    ort_ops: str | Path | None = None,
 ) -> Any:
     """An onnxruntime ``InferenceSession`` on one execution provider (plus the CPU as fallback for GPU ones).
 
@@ -58,12 +61,13 @@ def ort_session(
         provider: ``cpu``, ``cuda`` or ``tensorrt``.
         threads: Intra-op threads.
         spinning: Let idle onnxruntime threads spin.
+        ort_ops: The native ops library for plugin-flavour files (default: `find_ort_ops`'s search).
 
     Raises:
         ConfigError: an unknown provider or a thread count below 1.
         ExportError: the file is missing or unreadable.
         MissingDependencyError: onnxruntime, or the provider in this onnxruntime build, or (for a plugin-flavour
-            file) torch / onnxruntime-extensions are missing.
+            file) a usable native ops library given explicitly, or torch / onnxruntime-extensions without one.
     """
     provider = available_provider(provider)
     if threads is not None and threads < 1:
@@ -77,7 +81,7 @@ def ort_session(
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     if flavor == Flavor.PLUGIN.value:
-        _enable_plugin_reference(options)
+        _enable_plugin_ops(options, ort_ops)
     providers = [provider.execution_provider]
     if provider is not OrtProvider.CPU:
         providers.append(OrtProvider.CPU.execution_provider)
@@ -105,13 +109,20 @@ def available_provider(provider: OrtProvider | str) -> OrtProvider:
     return provider
 
 
-def _enable_plugin_reference(options: Any) -> None:
-    """Register the plugin nodes' loop reference (torch) with onnxruntime-extensions."""
+def _enable_plugin_ops(options: Any, ort_ops: str | Path | None) -> None:
+    """Register the native ops library where there is one, else the plugin nodes' loop reference (torch) with
+    onnxruntime-extensions."""
+    library = find_ort_ops(ort_ops)
+    if library is not None:
+        library.register(options)
+        return
     try:
         from tofu_edge.export.plugin import enable_reference_ops
     except ImportError as error:
         raise MissingDependencyError(
-            f"a plugin-flavour ONNX file runs in onnxruntime through the loop reference, which needs torch and "
-            f"onnxruntime-extensions ({error}); run the portable flavour instead, or install them"
+            f"a plugin-flavour ONNX file runs in onnxruntime through the native ops library (not built: {BUILD_HINT}) "
+            f"or the loop reference, which needs torch and onnxruntime-extensions ({error}); run the portable flavour "
+            "instead, or build the library"
         ) from None
+    note_reference_fallback()
     enable_reference_ops(options)
