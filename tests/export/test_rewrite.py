@@ -126,3 +126,51 @@ def test_unfused_export_optimizes_to_no_more_nodes_than_the_stock_export(tmp_pat
     assert ours_ops["Gelu"] == len(model.blocks) and ours_ops["Erf"] == 0
     assert sum(ours_ops.values()) <= sum(stock_ops.values())
     assert {op: n for op, n in ours_ops.items() if n > stock_ops.get(op, 0)} == {}
+
+
+@pytest.mark.parametrize(("family", "rewritten"), [("vit", True), ("deit3_layerscale", True), ("qk_norm", False)])
+def test_metric_is_the_head_mean_of_the_attention_keys(tmp_path, family, rewritten):
+    """Each fusion step's metric projection becomes a ReduceMean of the attention's own keys (not on q/k-norm
+    models, whose metric normalizes the keys first); the export's parity check holds it to PyTorch."""
+    model = tiny_model(family).eval()
+    report = export_onnx(model, tmp_path / "m.onnx", FusionConfig(r=2))
+    graph = onnx.load(report.onnx_path).graph
+    means = [n for n in graph.node if n.op_type == "ReduceMean" and n.name.endswith("_keys_mean")]
+    assert len(means) == (len(model.blocks) if rewritten else 0)
+    assert report.parity.passed
+
+
+def test_a_metric_that_is_not_the_key_mean_is_left_alone():
+    """A MatMul beside a qkv projection whose weights are not the head mean of the key weights keeps its own GEMM."""
+    rng = np.random.default_rng(2)
+    qkv, metric = rng.standard_normal((8, 3 * 4 * 2), dtype=np.float32), rng.standard_normal((8, 2), dtype=np.float32)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w_metric"], ["m"]),
+        helper.make_node("MatMul", ["x", "w_qkv"], ["q"]),
+        helper.make_node("Reshape", ["q", "shape"], ["r"]),
+        helper.make_node("Transpose", ["r"], ["p"], perm=[2, 0, 3, 1, 4]),
+        helper.make_node("Gather", ["p", "one"], ["k"], axis=0),
+        helper.make_node("Identity", ["m"], ["y"]),
+    ]
+    inits = [
+        numpy_helper.from_array(metric, "w_metric"),
+        numpy_helper.from_array(qkv, "w_qkv"),
+        _const("shape", [1, 5, 3, 4, 2]),
+        numpy_helper.from_array(np.array(1, dtype=np.int64), "one"),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 5, 8])
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("y", "k")]
+    model = _model(nodes, [x], outputs, inits)
+    assert sum(n.op_type == "MatMul" for n in fusable_graph(model).graph.node) == 2
+    model.graph.initializer[0].CopyFrom(numpy_helper.from_array(qkv[:, 8:16].reshape(8, 4, 2).mean(axis=1), "w_metric"))
+    feeds = {"x": np.random.default_rng(3).standard_normal((1, 5, 8), dtype=np.float32)}
+    before = _run(model, feeds)
+    assert [n.op_type for n in fusable_graph(model).graph.node] == [
+        "MatMul",
+        "Reshape",
+        "Transpose",
+        "Gather",
+        "ReduceMean",
+        "Identity",
+    ]
+    np.testing.assert_allclose(_run(model, feeds), before, atol=ATOL)

@@ -14,6 +14,13 @@ export ran at 0.94-0.96 of the speed of that "stock" export, with no ``Gelu`` no
   ``k.transpose(-2, -1)`` inside attention): one Transpose of the 4-D tensor, which onnxruntime folds into the
   attention MatMul.
 
+One more rewrite is ours alone: the **matching metric** (the keys averaged over heads) is exported as a projection
+of the block's input with the head-averaged key weights, ``x mean_h(W_h) + mean_h(b_h)``
+(`tofu_edge.patch.attention`), a thin GEMM of 64 output columns per block that onnxruntime's CPU GEMM runs poorly.
+The attention computes those keys anyway, so the metric becomes ``ReduceMean`` over the heads of the attention's own
+keys, after checking that the projection's weights are exactly the head mean of the key weights. The two are equal
+up to float rounding (the order of the sums), as two runtimes' GEMMs are.
+
 Every rewrite keeps the computation (the GELU reorder changes float rounding only), keeps the node and value
 names it does not remove, and works on any graph: a pattern that is not exactly there is left alone. TensorRT's
 parser takes the result as it took the original.
@@ -34,7 +41,8 @@ _SQRT2_TOLERANCE = 1e-4
 
 
 def fusable_graph(model: onnx.ModelProto) -> onnx.ModelProto:
-    """``model`` with its GELUs, reshapes and attention transposes in onnxruntime's fusable forms (in place).
+    """``model`` with its GELUs, reshapes and attention transposes in onnxruntime's fusable forms and its matching
+    metrics taken from the attention's keys (in place).
 
     Returns:
         The same model object.
@@ -43,6 +51,7 @@ def fusable_graph(model: onnx.ModelProto) -> onnx.ModelProto:
     _reorder_gelu(graph)
     _drop_needless_allowzero(graph)
     _fold_flattened_transposes(graph)
+    _metric_from_keys(graph)
     graph.remove_dead()
     return model
 
@@ -187,3 +196,104 @@ def _folded_perm(
     if [int(d) for d in target] != expected:
         return None
     return [*range(lead), *(lead - 1 + p for p in perm[1:])]
+
+
+_METRIC_RTOL = 1e-5  # the head-averaged weights are an average of the key weights, up to float rounding
+
+
+def _metric_from_keys(graph: _Graph) -> None:
+    """``Add(MatMul(x, mean_h W_k), mean_h b_k)`` -> ``ReduceMean(K, heads)``, where ``K`` ``[B, H, N, D]`` is the
+    key tensor of the attention whose qkv projection reads the same ``x``."""
+    for matmul in [node for node in graph.graph.node if node.op_type == "MatMul"]:
+        weight = graph.constants.get(matmul.input[1])
+        if weight is None or weight.ndim != 2:
+            continue
+        bias_add = graph.only_consumer(matmul.output[0])
+        bias = None
+        if bias_add is not None and bias_add.op_type == "Add":
+            bias = graph.constants.get(_other_input(bias_add, matmul.output[0]) or "")
+        metric = (bias_add if bias is not None else matmul).output[0]
+        keys = next(
+            (k for k in (_keys_of(graph, qkv, weight, bias) for qkv in graph.consumers[matmul.input[0]]) if k), None
+        )
+        if keys is None:
+            continue
+        producer = graph.producer[keys]
+        readers = graph.consumers[metric]
+        nodes = list(graph.graph.node)
+        if any(nodes.index(reader) < nodes.index(producer) for reader in readers):
+            continue  # the metric is read before the keys exist: leave it
+        if metric in graph.outputs:
+            continue
+        mean = _reduce_mean(graph, keys, metric, matmul.name)
+        for node in (bias_add, matmul) if bias is not None else (matmul,):
+            graph.graph.node.remove(node)
+        graph.graph.node.insert(list(graph.graph.node).index(producer) + 1, mean)
+
+
+def _keys_of(
+    graph: _Graph, qkv: onnx.NodeProto, metric_weight: np.ndarray, metric_bias: np.ndarray | None
+) -> str | None:
+    """The ``[B, H, N, D]`` keys that ``qkv`` (a sibling MatMul) projects, if the metric's weights (``[C, D]``) and
+    bias are their head mean; else None. Follows timm's attention as exported: qkv MatMul, bias Add, Reshape to
+    ``[B, N, 3, H, D]``, Transpose ``(2, 0, 3, 1, 4)``, then index 1 of axis 0 (Slice + Squeeze, or Gather)."""
+    weight = graph.constants.get(qkv.input[1]) if qkv.op_type == "MatMul" else None
+    channels, depth = metric_weight.shape
+    if weight is None or weight.ndim != 2 or weight.shape[0] != channels or weight.shape[1] % (3 * depth):
+        return None
+    width = weight.shape[1] // 3
+    heads = width // depth
+    key_weight = weight[:, width : 2 * width].reshape(channels, heads, depth).mean(axis=1)
+    if not np.allclose(metric_weight, key_weight, rtol=_METRIC_RTOL, atol=1e-7):
+        return None
+    output = qkv.output[0]
+    add = graph.only_consumer(output)
+    qkv_bias = None
+    if add is not None and add.op_type == "Add":
+        qkv_bias = graph.constants.get(_other_input(add, output) or "")
+        if qkv_bias is not None:
+            output = add.output[0]
+    if (metric_bias is None) != (qkv_bias is None):
+        return None
+    if metric_bias is not None:
+        key_bias = qkv_bias.reshape(3, heads, depth)[1].mean(axis=0)
+        if metric_bias.shape != key_bias.shape or not np.allclose(metric_bias, key_bias, rtol=_METRIC_RTOL, atol=1e-7):
+            return None
+    reshape = graph.only_consumer(output)
+    shape = graph.constants.get(reshape.input[1]) if reshape is not None and reshape.op_type == "Reshape" else None
+    if shape is None or [int(d) for d in shape[-3:]] != [3, heads, depth]:
+        return None
+    permute = graph.only_consumer(reshape.output[0])
+    if permute is None or permute.op_type != "Transpose" or list(permute.attribute[0].ints) != [2, 0, 3, 1, 4]:
+        return None
+    return next((k for k in (_index_one(graph, n) for n in graph.consumers[permute.output[0]]) if k), None)
+
+
+def _index_one(graph: _Graph, node: onnx.NodeProto) -> str | None:
+    """The output of ``x[1]`` along axis 0 when ``node`` starts it (Gather of the scalar 1, or Slice [1:2] of axis 0
+    then Squeeze of axis 0)."""
+    if node.op_type == "Gather":
+        index = graph.constants.get(node.input[1])
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        return node.output[0] if index is not None and index.ndim == 0 and int(index) == 1 and axis == 0 else None
+    if node.op_type != "Slice" or len(node.input) < 4:
+        return None
+    starts, ends, axes = (graph.constants.get(name) for name in node.input[1:4])
+    steps = graph.constants.get(node.input[4]) if len(node.input) > 4 else np.ones(1)
+    if any(v is None or v.size != 1 for v in (starts, ends, axes, steps)):
+        return None
+    if (int(starts[0]), int(ends[0]), int(axes[0]), int(steps[0])) != (1, 2, 0, 1):
+        return None
+    squeeze = graph.only_consumer(node.output[0])
+    axes = graph.constants.get(squeeze.input[1]) if squeeze is not None and squeeze.op_type == "Squeeze" else None
+    return squeeze.output[0] if axes is not None and [int(a) for a in axes.reshape(-1)] == [0] else None
+
+
+def _reduce_mean(graph: _Graph, keys: str, output: str, name: str) -> onnx.NodeProto:
+    """``ReduceMean(keys, axes=[1], keepdims=0)`` in the form of the graph's opset (axes an input from 18 on)."""
+    opset = next(o.version for o in graph.model.opset_import if o.domain in ("", "ai.onnx"))
+    if opset < 18:
+        return onnx.helper.make_node("ReduceMean", [keys], [output], name=f"{name}_keys_mean", axes=[1], keepdims=0)
+    axes = f"{name}_keys_mean_axes"
+    graph.graph.initializer.append(numpy_helper.from_array(np.array([1], dtype=np.int64), axes))
+    return onnx.helper.make_node("ReduceMean", [keys, axes], [output], name=f"{name}_keys_mean", keepdims=0)

