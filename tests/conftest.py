@@ -9,6 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
+# Without a GPU, the Triton fusion step's tests (tests/ops/test_triton_step.py) run Triton's interpreter, which
+# triton.jit picks when a kernel is defined: set it before anything can import tofu_edge.ops.triton_kernels.
+os.environ.setdefault("TRITON_INTERPRET", "0" if torch.cuda.is_available() else "1")
+
 import tofu_edge
 import tofu_edge.engine.runner
 from tests.kernels.ort_build import OrtBuild, build_ort_library
