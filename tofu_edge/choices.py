@@ -11,7 +11,16 @@ from typing import TypeVar
 
 from tofu_edge.errors import ConfigError
 
-__all__ = ["parse_choice", "Flavor", "Backend", "Device", "OrtProvider", "CalibrationMethod", "GroupColours"]
+__all__ = [
+    "parse_choice",
+    "Flavor",
+    "Backend",
+    "Device",
+    "OrtProvider",
+    "CalibrationMethod",
+    "GroupColours",
+    "StepBackend",
+]
 
 E = TypeVar("E", bound=Enum)
 
@@ -69,6 +78,14 @@ class CalibrationMethod(_Choice):
     SEARCH = "search"
     PROBE = "probe"
     PER_BLOCK = "per-block"
+
+
+class StepBackend(_Choice):
+    """Where a fused model's fusion steps run in PyTorch (`tofu_edge.patch.steps`)."""
+
+    AUTO = "auto"  # Triton on CUDA where it runs, PyTorch ops elsewhere
+    TORCH = "torch"  # the PyTorch ops (what the ONNX export traces)
+    TRITON = "triton"  # the fused Triton kernels (torch custom ops)
 
 
 class GroupColours(_Choice):

@@ -40,6 +40,12 @@ def test_json_lines_hold_a_header_and_one_line_per_variant_on_stdout_and_in_the_
     assert fused["stats"]["samples"] == 3 and fused["config"]["clamp"] is True
 
 
+def test_the_step_backend_can_be_forced_and_is_recorded():
+    result = bench(*MODEL, "--r", "1", "--clamp", *FAST, "--step", "torch", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.splitlines()[0])["fusion_step"] == "torch"
+
+
 def test_sweep_prints_a_table_and_writes_a_png(tmp_path):
     plot = tmp_path / "speed.png"
     result = bench(*MODEL, "--sweep", "r=0,1", "--clamp", *FAST, "--plot", str(plot))
@@ -62,6 +68,8 @@ def test_sweep_prints_a_table_and_writes_a_png(tmp_path):
         ([*MODEL, "--backend", "tensorrt"], "error: TensorRT 10 is not installed"),
         ([*MODEL, "--backend", "onnxruntime", "--ort-provider", "cuda"], "error: onnxruntime"),
         ([*MODEL, "--device", "cuda"], "error: --device cuda: torch sees no CUDA device"),
+        ([*MODEL, "--backend", "onnxruntime", "--step", "torch"], "error: --step applies to the torch backend"),
+        ([*MODEL, "--step", "cuda"], ""),
         (["missing.onnx"], "error: missing.onnx does not exist"),
         (["missing.engine", "--r", "8"], "error: missing.engine is a model file"),
     ],
@@ -69,6 +77,9 @@ def test_sweep_prints_a_table_and_writes_a_png(tmp_path):
 def test_bad_input_is_one_line_with_exit_code_2(args, message):
     result = bench(*args)
     assert result.exit_code == 2, result.output
+    if not message:  # typer's own refusal of a value outside a closed choice
+        assert "Invalid value for '--step'" in result.stderr
+        return
     assert result.stderr.startswith(message)
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
 

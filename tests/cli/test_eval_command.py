@@ -98,6 +98,7 @@ def test_unreadable_image_is_named(dataset, tmp_path):
         (["--sweep", "x=1"], "--sweep takes r=INT,INT,... or keep=FRACTION,FRACTION,..."),
         (["--r", "9"], "block 0: r=9 is more than it can remove"),
         (["--plot", "pareto.svg"], "--plot writes a PNG"),
+        (["--device", "cuda"], "--device cuda: torch sees no CUDA device"),
     ],
 )
 def test_bad_options_are_one_line(dataset, extra, message):

@@ -2,7 +2,7 @@
 
 ``$TOFU_KERNEL_API_LIB`` names a built library to use (the GPU kit sets it after its build phase); otherwise
 the session builds the kernel-API target of kernels/ for the local GPU's architecture with
-`benchmarks.gpu.cuda_kernels.build_kernel_api` (no TensorRT needed), in ``$TOFU_KERNEL_API_BUILD_DIR`` when
+`tofu_edge.export.kernel_build.build_kernel_api` (no TensorRT needed), in ``$TOFU_KERNEL_API_BUILD_DIR`` when
 set (incremental), else in a temporary folder. Skipped with a reason where torch sees no CUDA device or
 cmake / nvcc are missing; a build that fails is a test error, not a skip.
 """
@@ -14,14 +14,15 @@ import os
 import pytest
 import torch
 
-from benchmarks.gpu.cuda_kernels import LIBRARY_ENV, CudaKernels, build_kernel_api, missing_build_tools
+from tofu_edge.export.cuda_kernels import LIBRARY_ENV, CudaKernels
+from tofu_edge.export.kernel_build import build_kernel_api, missing_build_tools
 
 BUILD_DIR_ENV = "TOFU_KERNEL_API_BUILD_DIR"
 
 
 @pytest.fixture(scope="session")
 def cuda_kernels(tmp_path_factory: pytest.TempPathFactory) -> CudaKernels:
-    """TofuMatch / TofuMerge on torch CUDA tensors (see benchmarks/gpu/cuda_kernels.py)."""
+    """TofuMatch / TofuMerge on torch CUDA tensors (`tofu_edge.export.cuda_kernels`)."""
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device: torch.cuda.is_available() is False")
     prebuilt = os.environ.get(LIBRARY_ENV)

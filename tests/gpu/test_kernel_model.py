@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import tofu_edge
-from benchmarks.gpu.kernel_model import KernelFusedBlock, use_kernel_blocks
 from tofu_edge import FusionConfig
+from tofu_edge.export.cuda_kernels import KernelStep
 
 pytestmark = pytest.mark.gpu
 
@@ -37,16 +37,16 @@ def tiny_vit(dtype: torch.dtype) -> torch.nn.Module:
 @pytest.mark.parametrize("mode", ["mlerp", "mean", "tofu", "prune"])
 def test_kernel_steps_match_the_pytorch_fused_model(cuda_kernels, dtype, mode):
     fused = tofu_edge.fuse(tiny_vit(dtype), FusionConfig(r=6, mode=mode, switch=2))
-    on_kernels = use_kernel_blocks(copy.deepcopy(fused), cuda_kernels)
+    on_kernels = tofu_edge.use_step(copy.deepcopy(fused), KernelStep(cuda_kernels))
     images = torch.randn(4, 3, 64, 64, device="cuda", generator=torch.Generator("cuda").manual_seed(1)).to(dtype)
     with torch.inference_mode():
         want, got = fused(images).float(), on_kernels(images).float()
-    assert all(isinstance(block, KernelFusedBlock) for block in on_kernels.blocks)
+    assert all(block.tofu_fusion == KernelStep(cuda_kernels) for block in on_kernels.blocks)
     assert_same_outputs(got, want, dtype)
 
 
 def test_a_kernel_fused_model_replays_in_a_cuda_graph(cuda_kernels):
-    model = use_kernel_blocks(tofu_edge.fuse(tiny_vit(torch.float16), FusionConfig(r=6)), cuda_kernels)
+    model = tofu_edge.use_step(tofu_edge.fuse(tiny_vit(torch.float16), FusionConfig(r=6)), KernelStep(cuda_kernels))
     static = torch.randn(2, 3, 64, 64, device="cuda", dtype=torch.float16)
     with torch.inference_mode():
         model(static)  # warm-up outside the capture

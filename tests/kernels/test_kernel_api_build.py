@@ -14,14 +14,9 @@ import shutil
 import pytest
 import torch
 
-from benchmarks.gpu.cuda_kernels import (
-    EXPORTED_SYMBOLS,
-    CudaKernels,
-    KernelBuild,
-    build_kernel_api,
-    missing_build_tools,
-)
 from tests.kernels.test_kernel_build import FATBIN_ELF, FATBIN_PTX, exported_functions, fatbin_entries, needed
+from tofu_edge.export.cuda_kernels import EXPORTED_SYMBOLS, CudaKernels
+from tofu_edge.export.kernel_build import KernelBuild, build_kernel_api, missing_build_tools
 
 ARCH = "90"
 CUDA_ERROR_INVALID_VALUE = 1

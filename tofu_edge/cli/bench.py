@@ -13,9 +13,16 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tofu_edge.choices import Backend, Device, OrtProvider
+from tofu_edge.choices import Backend, Device, OrtProvider, StepBackend
 from tofu_edge.cli.build import PluginsOption
-from tofu_edge.cli.options import NO_FUSION_OPTIONS, CheckpointOption, FusionOptions, ImgSizeOption, with_fusion_options
+from tofu_edge.cli.options import (
+    NO_FUSION_OPTIONS,
+    CheckpointOption,
+    FusionOptions,
+    ImgSizeOption,
+    StepOption,
+    with_fusion_options,
+)
 from tofu_edge.errors import ConfigError
 from tofu_edge.files import atomic_outputs, check_writable
 from tofu_edge.measure.allocator import allocator_hint
@@ -79,6 +86,7 @@ def bench_command(
     compile: Annotated[
         bool, typer.Option("--compile", help="torch backend: time torch.compile'd fused and unfused models.")
     ] = False,
+    step: StepOption = StepBackend.AUTO,
     baseline: Annotated[
         Path | None, typer.Option(help="With a file MODEL: a baseline file timed beside it.", show_default=False)
     ] = None,
@@ -153,6 +161,7 @@ def bench_command(
                 checkpoint=checkpoint,
                 fp16=fp16,
                 compile=compile,
+                step=step,
                 timing=timing,
                 progress=report,
             )

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from tofu_edge.choices import Device, StepBackend
 from tofu_edge.cli.build import PluginsOption
 from tofu_edge.cli.options import (
     NO_FUSION_OPTIONS,
@@ -18,6 +19,7 @@ from tofu_edge.cli.options import (
     FusionOptions,
     ImgSizeOption,
     ModelArg,
+    StepOption,
     with_fusion_options,
 )
 from tofu_edge.errors import ConfigError
@@ -62,6 +64,10 @@ def eval_command(
         typer.Option(help="Evaluate this TensorRT engine against the unfused model.", show_default=False),
     ] = None,
     plugins: PluginsOption = None,
+    device: Annotated[Device, typer.Option(help="torch device of the PyTorch models (the reference included).")] = (
+        Device.CPU
+    ),
+    step: StepOption = StepBackend.AUTO,
     plot: Annotated[
         Path | None,
         typer.Option(help="Write an accuracy-vs-throughput PNG (Pareto view).", show_default=False),
@@ -110,6 +116,8 @@ def eval_command(
             onnx_path=onnx,
             engine_path=engine,
             plugins=plugins or None,
+            device=device,
+            step=step,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     if plot is not None:

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from tofu_edge.choices import StepBackend
 from tofu_edge.config import DEFAULT_MODE, FusionConfig, Mode
 from tofu_edge.errors import ConfigError
 
@@ -18,6 +19,7 @@ __all__ = [
     "ModelArg",
     "ImgSizeOption",
     "CheckpointOption",
+    "StepOption",
     "FusionOptions",
     "NO_FUSION_OPTIONS",
     "with_fusion_options",
@@ -31,6 +33,15 @@ ImgSizeOption = Annotated[
 ]
 CheckpointOption = Annotated[
     Path | None, typer.Option(help="Weights: .safetensors or a torch state dict.", show_default=False)
+]
+
+StepOption = Annotated[
+    StepBackend,
+    typer.Option(
+        "--step",
+        help="Where PyTorch runs the fusion steps: auto (the Triton kernels on CUDA where Triton runs, the PyTorch "
+        "ops elsewhere), torch or triton (to compare them, or for a bug report).",
+    ),
 ]
 
 

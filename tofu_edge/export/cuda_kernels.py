@@ -1,4 +1,5 @@
-"""The TofuMatch / TofuMerge kernels on torch CUDA tensors, without TensorRT: ``libtofu_edge_kernels.so`` via ctypes.
+"""The TofuMatch / TofuMerge kernels on torch CUDA tensors, without TensorRT: ``libtofu_edge_kernels.so`` via ctypes,
+and `KernelStep`, a fused model's fusion step on them (`tofu_edge.use_step(model, KernelStep(CudaKernels()))`).
 
 The library (kernels/kernelApi/tofuKernelApi.h) wraps the very launchers the TensorRT plugins call,
 ``launchTofuMatch`` and ``launchTofuMerge``, behind a small C ABI that takes raw device pointers, sizes, a type
@@ -6,7 +7,7 @@ code and a ``cudaStream_t``. It links cudart statically and needs neither Tensor
 loads into any Python that has torch (whatever its version) and serves C/C++ callers as well. Launches go on
 torch's current stream, so they order with torch's own work and can be captured in CUDA graphs.
 
-    kernels = CudaKernels(build_kernel_api().library)
+    kernels = CudaKernels(build_kernel_api().library)     # build_kernel_api: tofu_edge.export.kernel_build
     order, dst_slot = kernels.match(scores, num_tokens=197, num_prefix=1, r=13)
     x_out, size_out = kernels.merge(x, size, order, dst_slot, StepOp.MLERP)
 """
@@ -15,34 +16,30 @@ from __future__ import annotations
 
 import ctypes
 import os
-import shutil
-import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from tofu_edge.config import StepOp
+from tofu_edge.errors import TofuError
 from tofu_edge.export.plugin_spec import MODE_CODES
+from tofu_edge.ops.match import TokenMatch, cosine_scores
 
 __all__ = [
     "CudaKernels",
+    "KernelStep",
     "KernelLibraryError",
-    "KernelBuild",
-    "build_kernel_api",
-    "missing_build_tools",
-    "local_cuda_arch",
     "library_path",
     "EXPORTED_SYMBOLS",
     "LIBRARY_ENV",
+    "LIBRARY_NAME",
+    "DEFAULT_BUILD_DIR",
 ]
 
 REPO = Path(__file__).resolve().parents[2]
-KERNELS_DIR = REPO / "kernels"
 DEFAULT_BUILD_DIR = REPO / "build" / "kernel-api"
 LIBRARY_NAME = "libtofu_edge_kernels.so"
-TARGET = "tofu_edge_kernels"
 LIBRARY_ENV = "TOFU_KERNEL_API_LIB"  # a built library to use instead of building one
 ABI_VERSION = 1  # TOFU_KERNELS_ABI_VERSION
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1}
@@ -58,119 +55,16 @@ EXPORTED_SYMBOLS = frozenset(
         "tofu_kernels_driver_version",
     }
 )
-OUTPUT_TAIL = 6000
 
 
-class KernelLibraryError(RuntimeError):
+class KernelLibraryError(TofuError, RuntimeError):
     """The kernel library cannot be built or loaded, or a launch failed (the message says which and why)."""
-
-
-@dataclass(frozen=True)
-class KernelBuild:
-    """A build of the kernel-API target.
-
-    Args:
-        library: ``libtofu_edge_kernels.so``.
-        build_dir: CMake build directory.
-        archs: CUDA architectures it carries (SASS + PTX each), e.g. ``("90",)``.
-        seconds: Wall time of configure + build.
-        log: The tail of CMake's output.
-    """
-
-    library: Path
-    build_dir: Path
-    archs: tuple[str, ...]
-    seconds: float
-    log: str
-
-
-def missing_build_tools() -> str | None:
-    """Why the kernel library cannot be built here (cmake or nvcc missing), or None."""
-    for tool in ("cmake", "nvcc"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not on PATH (the kernel library needs cmake and the CUDA toolkit's nvcc)"
-    return None
-
-
-def local_cuda_arch() -> str | None:
-    """The compute capability of CUDA device 0 as CMake spells it (``"90"`` for sm_90), or None without a GPU."""
-    if torch.cuda.is_available():
-        major, minor = torch.cuda.get_device_capability(0)
-        return f"{major}{minor}"
-    if shutil.which("nvidia-smi"):
-        result = subprocess.run(
-            ["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"], capture_output=True, text=True
-        )
-        first = result.stdout.strip().splitlines()[0] if result.returncode == 0 and result.stdout.strip() else ""
-        if first.replace(".", "").isdigit():
-            return first.replace(".", "")
-    return None
 
 
 def library_path(build_dir: Path = DEFAULT_BUILD_DIR) -> Path:
     """``$TOFU_KERNEL_API_LIB`` when set, else the library in ``build_dir``."""
     from_env = os.environ.get(LIBRARY_ENV)
     return Path(from_env) if from_env else Path(build_dir) / LIBRARY_NAME
-
-
-def build_kernel_api(
-    build_dir: Path = DEFAULT_BUILD_DIR,
-    archs: list[str] | tuple[str, ...] | None = None,
-    jobs: int | None = None,
-    timeout: float | None = None,
-) -> KernelBuild:
-    """Configure and build only the kernel-API target of kernels/ (no TensorRT headers needed).
-
-    Args:
-        build_dir: CMake build directory (reused: an unchanged tree builds nothing).
-        archs: CUDA architectures; None means the local GPU's, else ``90`` (Hopper).
-        jobs: Parallel compile jobs; None means every core.
-        timeout: Seconds for configure + build together.
-
-    Raises:
-        KernelLibraryError: a tool is missing, or CMake failed (with the tail of its output).
-    """
-    reason = missing_build_tools()
-    if reason is not None:
-        raise KernelLibraryError(reason)
-    archs = tuple(archs or [local_cuda_arch() or "90"])
-    build_dir = Path(build_dir)
-    start = time.perf_counter()
-    configure = [
-        "cmake",
-        "-S",
-        str(KERNELS_DIR),
-        "-B",
-        str(build_dir),
-        "-DCMAKE_BUILD_TYPE=Release",
-        "-DTOFU_BUILD_PLUGINS=OFF",
-        "-DTOFU_BUILD_HOST_TESTS=OFF",
-        "-DTOFU_BUILD_KERNEL_API=ON",
-        f"-DCMAKE_CUDA_ARCHITECTURES={';'.join(archs)}",
-    ]
-    if shutil.which("ninja") and not (build_dir / "CMakeCache.txt").exists():  # a generator is fixed once chosen
-        configure[1:1] = ["-G", "Ninja"]
-    log = _run(configure, timeout)
-    remaining = None if timeout is None else max(1.0, timeout - (time.perf_counter() - start))
-    log += _run(
-        ["cmake", "--build", str(build_dir), "--target", TARGET, "--parallel", str(jobs or os.cpu_count() or 2)],
-        remaining,
-    )
-    library = build_dir / LIBRARY_NAME
-    if not library.is_file():
-        raise KernelLibraryError(f"the build finished without {library}:\n{log[-OUTPUT_TAIL:]}")
-    return KernelBuild(library, build_dir, archs, time.perf_counter() - start, log[-OUTPUT_TAIL:])
-
-
-def _run(command: list[str], timeout: float | None) -> str:
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired as error:
-        raise KernelLibraryError(f"{' '.join(command)} ran past {timeout:.0f} s") from error
-    output = result.stdout + result.stderr
-    if result.returncode != 0:
-        raise KernelLibraryError(f"{' '.join(command)} failed ({result.returncode}):\n{output[-OUTPUT_TAIL:]}")
-    return output
 
 
 class CudaKernels:
@@ -191,7 +85,7 @@ class CudaKernels:
         self.path = Path(path) if path is not None else library_path()
         if not self.path.is_file():
             raise KernelLibraryError(
-                f"{self.path} does not exist: build it with benchmarks.gpu.cuda_kernels.build_kernel_api() or "
+                f"{self.path} does not exist: build it with tofu_edge.export.kernel_build.build_kernel_api() or "
                 f"`cmake -S kernels -B build/kernel-api -DTOFU_BUILD_PLUGINS=OFF -DTOFU_BUILD_HOST_TESTS=OFF && "
                 f"cmake --build build/kernel-api`, or point ${LIBRARY_ENV} at a build"
             )
@@ -411,3 +305,35 @@ class _on_device:
     def __exit__(self, *exc) -> None:
         if self.context is not None:
             self.context.__exit__(*exc)
+
+
+@dataclass(frozen=True)
+class KernelStep:
+    """A `tofu_edge.patch.FusionStep` on the plugin kernels: the cosine scores as an ordinary matmul, then
+    TofuMatch and TofuMerge through ``libtofu_edge_kernels.so`` (what the TensorRT plugin flavour computes), on
+    torch CUDA tensors in fp32 or fp16. Sizes always come back.
+
+    Args:
+        kernels: The loaded library.
+    """
+
+    kernels: CudaKernels
+
+    def __call__(
+        self, x: torch.Tensor, size: torch.Tensor | None, metric: torch.Tensor, num_prefix: int, r: int, op: StepOp
+    ) -> tuple[torch.Tensor, torch.Tensor, TokenMatch]:
+        """One fusion step.
+
+        Shapes:
+            x: [B, N, C]
+            size: [B, N, 1]
+            metric: [B, N, D]
+            returns: [B, N - r, C], [B, N - r, 1], the match (int32 indices widened to int64)
+        """
+        num_tokens = x.shape[1]
+        scores = cosine_scores(metric, num_prefix).to(x.dtype).contiguous()
+        order, dst_slot = self.kernels.match(scores, num_tokens, num_prefix, r)
+        size = torch.ones_like(x[..., :1]) if size is None else size.to(x.dtype).contiguous()
+        x, size = self.kernels.merge(x.contiguous(), size, order, dst_slot, op)
+        num_dst = scores.shape[2]
+        return x, size, TokenMatch.from_order(order.long(), dst_slot.long(), r, num_dst=num_dst)

@@ -26,14 +26,14 @@ from tofu_edge.export.calibration import calibration_images
 from tofu_edge.export.graph import check_plugin_graph, check_portable, convert_opset, op_counts, set_metadata
 from tofu_edge.export.int8_export import INT8_TOLERANCE, Int8Report, quantize_export
 from tofu_edge.export.parity import ParityReport, ParityTolerance, check_parity
-from tofu_edge.export.plugin import translation_table, use_plugin_blocks
+from tofu_edge.export.plugin import translation_table, use_plugin_step
 from tofu_edge.export.quantize import Int8Config, Int8Target
 from tofu_edge.export.rewrite import fusable_graph
 from tofu_edge.export.session import ort_session
 from tofu_edge.files import atomic_outputs, check_writable
 from tofu_edge.images import bundled_photo_folder, flat_images, photo_images, random_images
 from tofu_edge.models import create_model
-from tofu_edge.patch import fuse
+from tofu_edge.patch import fuse, use_step
 from tofu_edge.plan import FusionPlan
 from tofu_edge.versions import EXPORT_PACKAGES, package_versions
 
@@ -154,7 +154,7 @@ def export_onnx(
     if checkpoint is not None:
         load_checkpoint(module, checkpoint)
     reference = copy.deepcopy(module) if int8 is not None else None  # the unfused float model, for the INT8 report
-    fuse(module, config or FusionConfig())
+    use_step(fuse(module, config or FusionConfig()), "torch")  # the standard-op step, whatever the device
     name = module.tofu_plan.arch.name if isinstance(model, str) else name
     image_sets = _parity_sets(module, parity_images)
     bundled_skip = PHOTO_PARITY_IMAGES if parity_images is None else 0  # parity's bundled photos: not calibration's
@@ -166,7 +166,7 @@ def export_onnx(
     if flavor is Flavor.PLUGIN and calibration is not None:  # onnxruntime calibrates the portable twin
         portable = check_portable(convert_opset(_trace(module, example, dynamic_batch), opset), dynamic_batch)
     if flavor is Flavor.PLUGIN:
-        use_plugin_blocks(module)  # this copy only: the fusion steps become the plugin ops
+        use_plugin_step(module)  # this copy only: the fusion steps become the plugin ops
     proto = _trace(module, example, dynamic_batch)
     traced = time.perf_counter()
     proto = convert_opset(proto, opset)

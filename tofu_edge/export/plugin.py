@@ -3,7 +3,7 @@
 `tofu_edge::match` and `tofu_edge::merge` are torch custom ops whose eager kernels are the vectorized
 ops; at export they become ``TofuMatch`` / ``TofuMerge`` nodes in domain ``ai.onnx.contrib`` with the
 attributes that ``plugin_specs.json`` (shared with the C++ plugins in ``kernels/``) declares. The exporter
-swaps the fused blocks of its own copy of the model to `PluginFusedBlock`, whose fusion step calls them.
+runs the fusion steps of its own copy of the model on `plugin_step` (`use_plugin_step`), which calls them.
 `register_reference_ops` gives onnxruntime-extensions Python kernels running the loop reference, so the same
 file runs on a CPU.
 """
@@ -22,12 +22,11 @@ from tofu_edge.export.plugin_spec import MODE_CODES, PLUGIN_SPECS, plugin_attrib
 from tofu_edge.ops.match import TokenMatch, cosine_scores, match_scores
 from tofu_edge.ops.merge import fuse_tokens
 from tofu_edge.ops.reference import reference_match, reference_merge
-from tofu_edge.patch.block import FusedBlock
+from tofu_edge.patch.steps import use_step
 
 __all__ = [
     "plugin_step",
-    "PluginFusedBlock",
-    "use_plugin_blocks",
+    "use_plugin_step",
     "translation_table",
     "register_reference_ops",
     "enable_reference_ops",
@@ -95,37 +94,13 @@ def plugin_step(
     return x, size, TokenMatch.from_order(order.long(), dst_slot.long(), r, num_dst=num_tokens - r)
 
 
-class PluginFusedBlock(FusedBlock):
-    """A `FusedBlock` whose fusion step is the two plugin ops, for the exporter's plugin flavour."""
-
-    def fusion_step(
-        self, x: torch.Tensor, size: torch.Tensor | None, metric: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None, TokenMatch | None]:
-        """`FusedBlock.fusion_step` through ``TofuMatch`` + ``TofuMerge`` (sizes always present).
-
-        Shapes:
-            x: [B, N, C]
-            size: [B, N, 1]
-            metric: [B, N, D]
-            returns: [B, N - r, C], [B, N - r, 1]
-        """
-        step = self.tofu_step
-        if step.r == 0:
-            return x, size, None
-        return plugin_step(x, size, metric, step.num_prefix, step.r, step.op)
-
-
-def use_plugin_blocks(model: torch.nn.Module) -> torch.nn.Module:
-    """Swap the fused blocks of ``model`` (in place, as `tofu_edge.fuse` swaps classes) to `PluginFusedBlock`.
+def use_plugin_step(model: torch.nn.Module) -> torch.nn.Module:
+    """Run the fusion steps of a fused ``model`` on `plugin_step` (in place), for the plugin-flavour export.
 
     Raises:
-        ValueError: ``model`` is not fused.
+        ConfigError: ``model`` is not fused.
     """
-    if not all(isinstance(block, FusedBlock) for block in model.blocks):
-        raise ValueError("use_plugin_blocks needs a fused model: call tofu_edge.fuse(model, config) first")
-    for block in model.blocks:
-        block.__class__ = PluginFusedBlock
-    return model
+    return use_step(model, plugin_step)
 
 
 @cache

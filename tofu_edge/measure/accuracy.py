@@ -13,13 +13,14 @@ import torch
 from timm.data import create_transform
 
 from tofu_edge.checkpoint import load_checkpoint
+from tofu_edge.choices import Device, StepBackend, parse_choice
 from tofu_edge.config import FusionConfig
 from tofu_edge.errors import ConfigError, InputShapeError
 from tofu_edge.images import data_config
 from tofu_edge.measure.dataset import find_images, image_batches
 from tofu_edge.measure.variants import variant_name
 from tofu_edge.models import create_model
-from tofu_edge.patch import fuse
+from tofu_edge.patch import fuse, use_step
 from tofu_edge.plan import FusionPlan
 
 __all__ = ["Metrics", "MetricAccumulator", "VariantResult", "EvalReport", "evaluate", "THROUGHPUT_NOTE"]
@@ -154,6 +155,8 @@ def evaluate(
     onnx_path: str | Path | None = None,
     engine_path: str | Path | None = None,
     plugins: Sequence[str | Path] | None = None,
+    device: Device | str = Device.CPU,
+    step: StepBackend | str = StepBackend.AUTO,
     progress: Callable[[int, int], None] | None = None,
 ) -> EvalReport:
     """Top-1/top-5 of the unfused model and of each variant, and each variant's agreement with the unfused model.
@@ -175,6 +178,8 @@ def evaluate(
         onnx_path: Evaluate this ONNX file (onnxruntime, CPU).
         engine_path: Evaluate this TensorRT engine.
         plugins: Plugin libraries for the engine.
+        device: Where the PyTorch models run (``cpu`` or ``cuda``; fp32).
+        step: Where the fused PyTorch models run their fusion steps (`tofu_edge.patch.steps`).
         progress: Called with (images done, total) after every batch.
 
     Raises:
@@ -183,6 +188,9 @@ def evaluate(
     """
     if onnx_path is not None and engine_path is not None:
         raise ConfigError("pass --onnx or --engine, not both")
+    device = parse_choice(Device, device, "device")
+    if device is Device.CUDA and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: torch sees no CUDA device (or this torch build has no CUDA)")
     dataset = find_images(data_dir, limit=limit, numeric_labels=numeric_labels)
     reference = create_model(model, img_size=img_size)
     if checkpoint is not None:
@@ -194,10 +202,10 @@ def evaluate(
             f"{dataset.root} has class index {top_label}, but {model} has {reference.num_classes} classes; "
             "pass a checkpoint with a head for these classes"
         )
-    runs: list[tuple[str, str, FusionPlan | None, Run]] = [("unfused", "pytorch", None, _torch_run(reference))]
+    runs: list[tuple[str, str, FusionPlan | None, Run]] = [("unfused", "pytorch", None, _torch_run(reference, device))]
     for config in configs:
-        fused = fuse(copy.deepcopy(reference), config)
-        runs.append((variant_name(config), "pytorch", fused.tofu_plan, _torch_run(fused)))
+        fused = use_step(fuse(copy.deepcopy(reference), config), step)
+        runs.append((variant_name(config), "pytorch", fused.tofu_plan, _torch_run(fused, device)))
     if onnx_path is not None:
         runs.append((Path(onnx_path).name, "onnxruntime", None, _onnx_run(Path(onnx_path), input_shape)))
     if engine_path is not None:
@@ -227,10 +235,13 @@ def evaluate(
     return EvalReport(name, dataset.root, len(dataset.classes), input_shape, batch, variants)
 
 
-def _torch_run(module: torch.nn.Module) -> Run:
+def _torch_run(module: torch.nn.Module, device: Device) -> Run:
+    """The model on ``device``; host arrays out (on CUDA the copy waits for the work, so wall clocks are fair)."""
+    module = module.to(device.value)
+
     def run(images: torch.Tensor) -> np.ndarray:
         with torch.inference_mode():
-            return module(images).float().numpy()
+            return module(images.to(device.value)).float().cpu().numpy()
 
     return run
 

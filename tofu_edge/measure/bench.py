@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tofu_edge.choices import Backend, Device, OrtProvider, parse_choice
+from tofu_edge.choices import Backend, Device, OrtProvider, StepBackend, parse_choice
 from tofu_edge.config import FusionConfig
 from tofu_edge.errors import ConfigError
 from tofu_edge.measure.environment import TegrastatsSampler, describe_environment, torch_threads
@@ -70,6 +70,7 @@ def bench_model(
     checkpoint: str | Path | None = None,
     fp16: bool = False,
     compile: bool = False,
+    step: StepBackend | str = StepBackend.AUTO,
     timing: Timing | None = None,
     progress: Progress | None = None,
 ) -> BenchResult:
@@ -89,6 +90,8 @@ def bench_model(
         fp16: TensorRT: allow fp16 kernels. Other backends run fp32.
         compile: torch: time every variant (the baseline too) after ``torch.compile``; the warm-up rounds
             absorb the compilation.
+        step: torch: where the fused variants' fusion steps run (``auto``: the Triton kernels on CUDA where Triton
+            runs, the PyTorch ops elsewhere; ``torch``; ``triton``).
         timing: Warm-up, iterations or seconds, threads, onnxruntime spinning.
         progress: Called with a phase name and its fraction done.
 
@@ -107,6 +110,9 @@ def bench_model(
     backend, device = parse_choice(Backend, backend, "backend"), parse_choice(Device, device, "device")
     if compile and backend is not Backend.TORCH:
         raise ConfigError("--compile applies to the torch backend (onnxruntime and TensorRT compile their own graphs)")
+    step = parse_choice(StepBackend, step, "fusion step")
+    if step is not StepBackend.AUTO and backend is not Backend.TORCH:
+        raise ConfigError("--step applies to the torch backend (exports run the PyTorch ops' graph)")
     provider = check_backend(backend, device, ort_provider, fp16, batch)
     base = create_model(model, img_size=img_size)
     if checkpoint is not None:
@@ -121,7 +127,9 @@ def bench_model(
         for index, variant in enumerate(variants):
             _report(progress, "prepare", index / len(variants))
             runners.append(
-                model_runner(variant, base, images, backend, device, provider, folder, fp16, compile, timing, stack)
+                model_runner(
+                    variant, base, images, backend, device, provider, folder, fp16, compile, timing, stack, step
+                )
             )
         _report(progress, "prepare", 1.0)
         rows, power = _measure(runners, timing, progress)
@@ -137,7 +145,7 @@ def bench_model(
         )
     precision = "fp16" if fp16 else "fp32"
     header = _header(model, backend, device, provider, batch, precision, timing, power)
-    header.update(input_shape=list(images.shape), compiled=compile)
+    header.update(input_shape=list(images.shape), compiled=compile, fusion_step=step.value)
     return BenchResult(
         header, [{"variant": row["variant"], "backend": backend.value, "batch": batch, **row} for row in rows]
     )

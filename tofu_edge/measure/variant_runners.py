@@ -42,14 +42,17 @@ def check_backend(
     return None
 
 
-def model_runner(variant, base, images, backend, device, provider, folder, fp16, compile, timing, stack) -> Runner:
-    """The variant's runner: the (fused copy of the) model in PyTorch, or exported (and built) first."""
+def model_runner(
+    variant, base, images, backend, device, provider, folder, fp16, compile, timing, stack, step="auto"
+) -> Runner:
+    """The variant's runner: the (fused copy of the) model in PyTorch, its fusion steps on ``step``
+    (`tofu_edge.patch.steps`), or exported (and built) first."""
     if backend is Backend.TORCH:
         import torch
 
-        from tofu_edge.patch import fuse
+        from tofu_edge.patch import fuse, use_step
 
-        module = base if variant.config is None else fuse(copy.deepcopy(base), variant.config)
+        module = base if variant.config is None else use_step(fuse(copy.deepcopy(base), variant.config), step)
         module = module.to(device.value)
         if compile:
             module = torch.compile(module)

@@ -1,8 +1,9 @@
 """`FusedBlock`: timm's `Block` with a fusion step between the attention and the MLP, composed once.
 
 The block's three phases are methods, so everything that walks a fused model block by block (the loop
-reference, `tofu_edge.visualize`, `tofu_edge.calibrate`) calls the same code the forward pass runs, and the
-exporter's plugin flavour changes one phase in a subclass.
+reference, `tofu_edge.visualize`, `tofu_edge.calibrate`) calls the same code the forward pass runs. Where the
+fusion step runs (PyTorch ops, Triton kernels, the exporter's plugin nodes, the plugin kernels) is the block's
+``tofu_fusion`` (`tofu_edge.patch.steps`).
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from __future__ import annotations
 import torch
 from timm.models.vision_transformer import Block
 
-from tofu_edge.ops.match import TokenMatch, match_tokens
-from tofu_edge.ops.merge import fuse_tokens
+from tofu_edge.ops.match import TokenMatch
 from tofu_edge.patch.attention import mean_key, size_bias
+from tofu_edge.patch.steps import FusionStep, auto_step
 from tofu_edge.plan import BlockPlan
 
 __all__ = ["FusedBlock"]
@@ -21,10 +22,12 @@ __all__ = ["FusedBlock"]
 class FusedBlock(Block):
     """A timm `Block` whose class was swapped in place by `tofu_edge.fuse`; weights are untouched.
 
-    ``tofu_step`` holds the block's static `BlockPlan`.
+    ``tofu_step`` holds the block's static `BlockPlan`; ``tofu_fusion`` the `FusionStep` that runs its fusion step
+    (`tofu_edge.patch.steps.auto_step` unless `use_step` chose another).
     """
 
     tofu_step: BlockPlan
+    tofu_fusion: FusionStep = staticmethod(auto_step)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Run the block on tokens of size 1 (the fused model threads sizes through `forward_fused`).
@@ -77,7 +80,7 @@ class FusedBlock(Block):
     def fusion_step(
         self, x: torch.Tensor, size: torch.Tensor | None, metric: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None, TokenMatch | None]:
-        """Match and remove this block's ``r`` tokens by its step operation.
+        """Match and remove this block's ``r`` tokens by its step operation, on the block's `FusionStep`.
 
         Returns:
             The kept tokens, their sizes (``None`` while all ones) and the `TokenMatch` that was applied
@@ -92,9 +95,7 @@ class FusedBlock(Block):
         step = self.tofu_step
         if step.r == 0:
             return x, size, None
-        match = match_tokens(metric, step.num_prefix, step.r)
-        x, size = fuse_tokens(x, size, match, step.op)
-        return x, size, match
+        return self.tofu_fusion(x, size, metric, step.num_prefix, step.r, step.op)
 
     def mlp_residual(self, x: torch.Tensor) -> torch.Tensor:
         """``x + ls2(mlp(norm2(x)))``.

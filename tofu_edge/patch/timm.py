@@ -122,6 +122,7 @@ def unfuse(model: torch.nn.Module) -> torch.nn.Module:
     for block in model.blocks:
         block.__class__ = Block
         del block.tofu_step
+        block.__dict__.pop("tofu_fusion", None)  # a step `use_step` chose
     model.__class__ = model.tofu_unfused_class
     del model.tofu_plan
     return model
