@@ -1,122 +1,138 @@
-"""Fused against unfused timm ViTs in PyTorch: latency per batch, eager and as a CUDA graph, interleaved.
+"""Fused against unfused timm ViTs in PyTorch on a GPU: every fusion-step backend, eager and as CUDA graphs, and
+torch.compile, timed side by side.
 
-Random weights (timing does not depend on them: every shape is static), ``model.half()`` on CUDA. For each
-model, batch and way of running (``eager`` calls, or replays of a ``graph`` captured from one forward pass
-with a static input), every variant is timed in rounds, round-robin, so that clock and thermal drift hit all
-of them alike; speed-ups are against the unfused model of the same group. ``clamp=True`` caps ``r`` where a
-block cannot remove that many (r = 16 in the last block of DeiT-S / ViT-B), as ToMe does.
+Random weights (timing does not depend on them: every shape is static), ``model.half()`` on CUDA. Variants
+(`variant_specs`): the unfused model; the default mode at r = 8 / 13 / 16 and at r = 13 with ``align=8`` with its
+fusion steps on the Triton kernels (``triton``, what ``auto`` picks on CUDA); r = 13 on the PyTorch ops (``torch``)
+and on the plugin kernels (``kernels``, where the library is built). For each model, batch and way of running
+(``eager`` calls, or replays of a ``graph`` captured from one forward pass), the variants are timed round-robin by
+`tofu_edge.measure.measure_interleaved` (CUDA events around each call; each round starts one variant later), and
+summarised by `tofu_edge.stats.LatencyStats`; speed-ups are medians of per-round ratios against the unfused model.
+`run_compiled_timings` does the same for ``torch.compile``d unfused and Triton-fused models. `run_edge_proxy` runs the
+graph kind on 8 or 16 SMs only (a CUDA green context), a stand-in for a Jetson Orin's GPU that keeps the H200's
+memory bandwidth and clocks. ``clamp=True`` caps ``r`` where a block cannot remove that many (r = 16 in the last
+block of DeiT-S / ViT-B), as ToMe does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 
 import tofu_edge
-from benchmarks.gpu.timing import Clock, capture_graph, count_for, latency_samples, stats
+from benchmarks.gpu.timing import capture_graph
 from tofu_edge import FusionConfig
+from tofu_edge.measure import Runner, measure_interleaved, paired_speedup
+from tofu_edge.stats import LatencyStats
 
-__all__ = ["MODELS", "BATCHES", "variant_configs", "run_model_timings"]
+__all__ = [
+    "MODELS",
+    "BATCHES",
+    "variant_specs",
+    "run_model_timings",
+    "run_compiled_timings",
+    "run_edge_proxy",
+    "on_sms",
+]
 
 MODELS = {"deit_s": "deit_small_patch16_224", "vit_b": "vit_base_patch16_224"}
-BATCHES = (1, 8, 64)
+BATCHES = (1, 8, 64, 256)
 KINDS = ("graph", "eager")
-DEFAULT_RS = (8, 13, 16)
-ROUNDS = 5
-CALIBRATION_CALLS = 3
+WARMUP_ROUNDS = 3
 
 
-@dataclass
-class _Variant:
-    name: str
-    model: torch.nn.Module
-    config: dict | None
-    gmacs: float | None
-    r_schedule: list[int] | None
+@dataclass(frozen=True)
+class VariantSpec:
+    """A variant: its fusion (None: unfused) and the step backend its fused blocks run on."""
+
+    config: FusionConfig | None
+    step: str = "auto"
 
 
-KERNELS = "kernels "  # variant name prefix: the fusion steps run on the plugin kernels (kernel_model.py)
-
-
-def variant_configs(rs=DEFAULT_RS, mean_r: int | None = 13, kernels: bool = False) -> dict[str, FusionConfig | None]:
-    """``unfused``, the library's default mode at every ``r``, and ToMe's rule (``mean``) at ``mean_r``; with
-    ``kernels``, each fused variant again with its fusion steps on the plugin kernels."""
-    default_mode = FusionConfig(r=1).mode.value
-    configs: dict[str, FusionConfig | None] = {"unfused": None}
+def variant_specs(rs=(8, 13, 16), align_r: int | None = 13, kernels: bool = False) -> dict[str, VariantSpec]:
+    """``unfused``; ``triton r=R`` for every r (and ``align=8`` at ``align_r``); ``torch r=13`` and, with
+    ``kernels``, ``kernels r=13``."""
+    specs = {"unfused": VariantSpec(None)}
     for r in rs:
-        configs[f"{default_mode} r={r}"] = FusionConfig(r=r, clamp=True)
-    if mean_r is not None and default_mode != "mean":
-        configs[f"mean r={mean_r}"] = FusionConfig(r=mean_r, mode="mean", clamp=True)
+        specs[f"triton r={r}"] = VariantSpec(FusionConfig(r=r, clamp=True), "triton")
+    if align_r is not None:
+        specs[f"triton r={align_r} align=8"] = VariantSpec(FusionConfig(r=align_r, clamp=True, align=8), "triton")
+    specs["torch r=13"] = VariantSpec(FusionConfig(r=13, clamp=True), "torch")
     if kernels:
-        configs.update({KERNELS + name: config for name, config in configs.items() if config is not None})
-    return configs
+        specs["kernels r=13"] = VariantSpec(FusionConfig(r=13, clamp=True), "kernels")
+    return specs
 
 
-def _build_variants(
-    name: str, configs: dict, device: torch.device, dtype: torch.dtype, model_kwargs: dict, kernels=None
-) -> list[_Variant]:
+def build_models(
+    name: str, specs: dict[str, VariantSpec], device: torch.device, dtype: torch.dtype, kernels=None, **model_kwargs
+) -> dict[str, torch.nn.Module]:
+    """Each variant of timm's ``name`` (same random weights), on ``device`` in ``dtype``, in eval mode."""
     torch.manual_seed(0)
-    base = tofu_edge.create_model(name, **model_kwargs)
-    unfused_gmacs = None
-    try:
-        unfused_gmacs = tofu_edge.resolve_plan(FusionConfig(), tofu_edge.describe_vit(base)).macs / 1e9
-    except Exception:  # MACs are a label; a refactor of the plan API must not stop the timings
-        pass
-    variants = []
-    for variant_name, config in configs.items():
-        model = copy.deepcopy(base) if config is not None else base
-        gmacs, schedule = unfused_gmacs, None
-        if config is not None:
-            tofu_edge.fuse(model, config)
-            plan = model.tofu_plan
-            gmacs = getattr(plan, "macs", 0) / 1e9 or None
-            schedule = [block.r for block in plan.blocks]
-            if variant_name.startswith(KERNELS):
-                from benchmarks.gpu.kernel_model import use_kernel_blocks
-
-                use_kernel_blocks(model, kernels)
-        model = model.to(device=device, dtype=dtype).eval()
-        variants.append(_Variant(variant_name, model, config.to_dict() if config else None, gmacs, schedule))
-    return variants
-
-
-def _runners(variants: list[_Variant], images: torch.Tensor, kind: str) -> tuple[dict[str, Callable], list, dict]:
-    """One callable per variant for ``kind``, the graphs to keep alive, and capture errors by variant."""
-    runners, keep, errors = {}, [], {}
-    for variant in variants:
-        model = variant.model
-        if kind == "eager":
-            runners[variant.name] = lambda model=model: model(images)
+    base = tofu_edge.create_model(name, **model_kwargs).to(device=device, dtype=dtype).eval()
+    models = {}
+    for variant, spec in specs.items():
+        if spec.config is None:
+            models[variant] = base
             continue
+        step = spec.step
+        if step == "kernels":
+            from tofu_edge.export.cuda_kernels import KernelStep
+
+            step = KernelStep(kernels)
+        models[variant] = tofu_edge.use_step(tofu_edge.fuse(copy.deepcopy(base), spec.config), step)
+    return models
+
+
+def runner(name: str, model: torch.nn.Module, images: torch.Tensor, kind: str) -> tuple[Runner, object]:
+    """A runner for one variant: an eager call, or a CUDA graph replay, timed with CUDA events (host clock on the
+    CPU); the second value keeps the graph alive."""
+    if images.device.type != "cuda":  # the CPU dry run: a synchronous call, the wall clock around it
+
+        def call_cpu() -> None:
+            model(images)
+
+        return Runner(name, call_cpu, images.shape[0]), None
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    held = None
+    call: Callable[[], object] = lambda: model(images)  # noqa: E731
+    if kind == "graph":
+        graph, output = capture_graph(call)
+        held, call = (graph, output), graph.replay
+
+    def timed() -> float:
+        start.record()
+        call()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end)
+
+    return Runner(name, timed, images.shape[0]), held
+
+
+def time_group(models: dict[str, torch.nn.Module], images: torch.Tensor, kind: str, seconds: float) -> tuple:
+    """Rows of one (model, batch, kind) group and the variants that failed (capture errors: recorded, not fatal)."""
+    runners, keep, errors = [], [], {}
+    for name, model in models.items():
         try:
-            graph, output = capture_graph(lambda model=model: model(images))
-        except Exception as error:  # e.g. an op that cannot be captured: recorded, the others go on
-            errors[variant.name] = f"{type(error).__name__}: {error}"
-            torch.cuda.synchronize()
+            made, held = runner(name, model, images, kind)
+        except Exception as error:  # e.g. an op that cannot be captured
+            errors[name] = f"{type(error).__name__}: {error}"
             continue
-        keep.append((graph, output))
-        runners[variant.name] = graph.replay
-    return runners, keep, errors
-
-
-def _interleaved(clock: Clock, runners: dict[str, Callable], budget_s: float) -> dict[str, list[float]]:
-    """Latency samples of every runner, in ROUNDS round-robin rounds sized to fit ``budget_s``."""
-    per_call = {}
-    for name, run in runners.items():
-        run()  # warm-up
-        per_call[name] = statistics.median(latency_samples(clock, run, CALIBRATION_CALLS))
-    samples: dict[str, list[float]] = {name: [] for name in runners}
-    share = budget_s / ROUNDS / max(1, len(runners))
-    counts = {name: count_for(per_call[name], share, low=2, high=40) for name in runners}
-    for _ in range(ROUNDS):
-        for name, run in runners.items():
-            samples[name] += latency_samples(clock, run, counts[name])
-    return samples
+        runners.append(made)
+        keep.append(held)
+    samples = measure_interleaved(runners, warmup=WARMUP_ROUNDS, seconds=seconds)
+    rows = []
+    for made in runners:
+        stats = LatencyStats.from_samples(samples[made.name], made.batch)
+        speedup = paired_speedup(samples[runners[0].name], samples[made.name])
+        rows.append({"variant": made.name, "speedup": speedup, **stats.to_dict()})
+    del keep
+    return rows, errors
 
 
 def run_model_timings(
@@ -124,113 +140,156 @@ def run_model_timings(
     budget_s: float,
     models: dict[str, str] | None = None,
     batches=BATCHES,
+    kinds=KINDS,
     dtype: torch.dtype = torch.float16,
-    configs: dict | None = None,
-    model_kwargs: dict | None = None,
-    log: Callable[[str], None] = print,
+    specs: dict[str, VariantSpec] | None = None,
     kernels=None,
+    log: Callable[[str], None] = print,
+    **model_kwargs,
 ) -> dict:
-    """Time every model, batch and kind (graph, eager) within ``budget_s``; groups past it are listed as skipped.
-
-    Args:
-        device: ``cuda`` for real timings; ``cpu`` runs the eager kind with host clocks (a smoke test).
-        budget_s: Seconds for the whole phase, model building included.
-        models: Short name to timm name; None means `MODELS`.
-        batches: Batch sizes.
-        dtype: Weights and inputs (fp16 on CUDA).
-        configs: Variant name to `FusionConfig` (None = unfused); None means `variant_configs()`.
-        model_kwargs: Passed to `tofu_edge.create_model` (e.g. a smaller model for a smoke test).
-        log: Progress lines.
-        kernels: A `CudaKernels`: also time every fused variant with its fusion steps on the plugin kernels.
+    """Time every model, batch and kind within ``budget_s``; groups past it are listed as skipped.
 
     Returns:
         ``{"results": [...], "errors": [...], "skipped": [...], "variants": {...}}``.
     """
-    device = torch.device(device)
-    cuda = device.type == "cuda"
-    clock = Clock(device)
-    models = MODELS if models is None else models
-    configs = variant_configs(kernels=kernels is not None) if configs is None else configs
-    kinds = KINDS if cuda else ("eager",)
+    specs = specs or variant_specs(kernels=kernels is not None)
+    models = models or MODELS
+    kinds = kinds if device.type == "cuda" else ("eager",)
+    groups = [(short, batch, kind) for short in models for batch in batches for kind in kinds]
     deadline = time.perf_counter() + budget_s
-    groups_total = len(models) * len(batches) * len(kinds)
-    groups_done = 0
     results, errors, skipped = [], [], []
-    described = {}
-    for short, name in models.items():
-        if time.perf_counter() >= deadline:
-            skipped += [f"{short} b{b} {k}" for b in batches for k in kinds]
+    built: dict[str, dict] = {}
+    for index, (short, batch, kind) in enumerate(groups):
+        left = deadline - time.perf_counter()
+        if left <= 0:
+            skipped.append(f"{short} b{batch} {kind}")
             continue
         try:
-            variants = _build_variants(name, configs, device, dtype, model_kwargs or {}, kernels)
-        except Exception as error:
-            errors.append({"model": short, "error": f"building: {type(error).__name__}: {error}"})
-            groups_done += len(batches) * len(kinds)
+            if short not in built:
+                built.clear()
+                built[short] = build_models(models[short], specs, device, dtype, kernels, **model_kwargs)
+            variants = built[short]
+            size = next(iter(variants.values())).patch_embed.img_size
+            images = torch.randn(batch, 3, *size, device=device, dtype=dtype)
+            with torch.inference_mode():
+                rows, failed = time_group(variants, images, kind, 0.8 * left / (len(groups) - index))
+        except Exception as error:  # a group that fails is a result; the others go on
+            errors.append({"model": short, "batch": batch, "kind": kind, "error": f"{type(error).__name__}: {error}"})
             continue
-        described[short] = {
-            "timm_name": name,
-            "variants": {v.name: {"config": v.config, "gmacs": v.gmacs, "r_schedule": v.r_schedule} for v in variants},
-        }
-        image_size = variants[0].model.patch_embed.img_size
-        for batch in batches:
-            images = torch.randn(batch, 3, *image_size, device=device, dtype=dtype)
-            for kind in kinds:
-                left = deadline - time.perf_counter()
-                if left <= 0:
-                    skipped.append(f"{short} b{batch} {kind}")
-                    groups_done += 1
-                    continue
-                group_budget = left / (groups_total - groups_done)
-                groups_done += 1
-                try:
-                    results += _time_group(clock, short, batch, kind, variants, images, group_budget, errors, log)
-                except Exception as error:
-                    errors.append(
-                        {"model": short, "batch": batch, "kind": kind, "error": f"{type(error).__name__}: {error}"}
-                    )
-                if cuda:
-                    torch.cuda.empty_cache()
-        del variants
-        if cuda:
+        errors += [{"model": short, "batch": batch, "kind": kind, "variant": v, "error": e} for v, e in failed.items()]
+        results += [{"model": short, "batch": batch, "kind": kind, **row} for row in rows]
+        log(f"{short} b={batch} {kind}: " + ", ".join(f"{r['variant']} {r['speedup']:.2f}x" for r in rows))
+        if device.type == "cuda":
             torch.cuda.empty_cache()
-    return {"results": results, "errors": errors, "skipped": skipped, "models": described}
+    described = {
+        name: {"config": s.config.to_dict() if s.config else None, "step": s.step} for name, s in specs.items()
+    }
+    return {"results": results, "errors": errors, "skipped": skipped, "variants": described}
 
 
-def _time_group(clock, short, batch, kind, variants, images, budget_s, errors, log) -> list[dict]:
-    runners, keep, capture_errors = _runners(variants, images, kind)
-    for variant_name, error in capture_errors.items():
-        errors.append({"model": short, "batch": batch, "kind": kind, "variant": variant_name, "error": error})
-    finite = {}
-    if kind == "eager":  # one output per variant: random weights in fp16 must still give finite logits
-        for variant in variants:
-            finite[variant.name] = bool(torch.isfinite(variant.model(images)).all())
-    samples = _interleaved(clock, runners, budget_s)
-    del keep
-    base = stats(samples["unfused"])["median_us"] if "unfused" in samples else None
-    rows = []
-    for variant in variants:
-        if variant.name not in samples:
+def run_compiled_timings(
+    device: torch.device,
+    budget_s: float,
+    models: dict[str, str] | None = None,
+    batches=(1, 64),
+    dtype: torch.dtype = torch.float16,
+    log: Callable[[str], None] = print,
+    **model_kwargs,
+) -> dict:
+    """``torch.compile``d unfused against ``torch.compile``d Triton-fused r=13 (default mode), eager calls (no
+    graph capture; inductor's own launches), for each model and batch within ``budget_s`` (compilation included)."""
+    specs = {"compiled unfused": VariantSpec(None), "compiled triton r=13": VariantSpec(FusionConfig(r=13), "triton")}
+    deadline = time.perf_counter() + budget_s
+    results, errors, skipped = [], [], []
+    for short, name in (models or MODELS).items():
+        for batch in batches:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                skipped.append(f"{short} b{batch} compiled")
+                continue
+            try:
+                built = build_models(name, specs, device, dtype, **model_kwargs)
+                compiled = {variant: torch.compile(model, fullgraph=True) for variant, model in built.items()}
+                size = built["compiled unfused"].patch_embed.img_size
+                images = torch.randn(batch, 3, *size, device=device, dtype=dtype)
+                with torch.inference_mode():
+                    started = time.perf_counter()
+                    for model in compiled.values():
+                        model(images)  # compile outside the timing
+                    compile_s = time.perf_counter() - started
+                    rows, failed = time_group(compiled, images, "eager", min(20.0, max(2.0, left / 4)))
+            except Exception as error:
+                errors.append({"model": short, "batch": batch, "error": f"{type(error).__name__}: {error}"})
+                continue
+            errors += [{"model": short, "batch": batch, "variant": v, "error": e} for v, e in failed.items()]
+            results += [{"model": short, "batch": batch, "compile_s": compile_s, **row} for row in rows]
+            log(f"{short} b={batch} compiled: " + ", ".join(f"{r['variant']} {r['speedup']:.2f}x" for r in rows))
+    return {"results": results, "errors": errors, "skipped": skipped}
+
+
+@contextlib.contextmanager
+def on_sms(num_sms: int) -> Iterator[None]:
+    """Run the enclosed CUDA work on ``num_sms`` SMs only, through a green context (torch >= 2.10).
+
+    torch's API changed between releases: where the green context hands out a stream (``Stream()``), work goes on
+    it; where it is made current (``set_context``/``pop_context``), work follows the context.
+    """
+    from torch.cuda.green_contexts import GreenContext
+
+    try:
+        context = GreenContext.create(num_sms=num_sms, device_id=torch.cuda.current_device())
+    except TypeError:
+        context = GreenContext.create(num_sms, torch.cuda.current_device())
+    if hasattr(context, "Stream"):
+        with torch.cuda.stream(context.Stream()):
+            yield
+        return
+    context.set_context()
+    try:
+        yield
+    finally:
+        context.pop_context()
+
+
+def run_edge_proxy(
+    device: torch.device,
+    budget_s: float,
+    sm_counts=(8, 16),
+    batches=(1, 4, 16),
+    models: dict[str, str] | None = None,
+    dtype: torch.dtype = torch.float16,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Unfused against Triton-fused r=13 (default mode) as CUDA graphs on a few SMs: an edge-GPU stand-in."""
+    specs = {"unfused": VariantSpec(None), "triton r=13": VariantSpec(FusionConfig(r=13), "triton")}
+    deadline = time.perf_counter() + budget_s
+    results, errors, skipped = [], [], []
+    groups = [(n, short, b) for n in sm_counts for short in (models or MODELS) for b in batches]
+    built: dict[str, dict] = {}
+    for index, (num_sms, short, batch) in enumerate(groups):
+        left = deadline - time.perf_counter()
+        if left <= 0:
+            skipped.append(f"{num_sms} SMs {short} b{batch}")
             continue
-        summary = stats(samples[variant.name])
-        median_ms = summary["median_us"] / 1e3
-        row = {
-            "model": short,
-            "batch": batch,
-            "kind": kind,
-            "variant": variant.name,
-            "median_ms": median_ms,
-            "p10_ms": summary["p10_us"] / 1e3,
-            "p90_ms": summary["p90_us"] / 1e3,
-            "samples": summary["samples"],
-            "images_per_s": batch / (median_ms / 1e3),
-            "speedup": base / summary["median_us"] if base else None,
-            "gmacs": variant.gmacs,
-        }
-        if variant.name in finite:
-            row["finite_output"] = finite[variant.name]
-        rows.append(row)
-    line = ", ".join(
-        f"{r['variant']} {r['median_ms']:.2f} ms" + (f" ({r['speedup']:.2f}x)" if r["speedup"] else "") for r in rows
-    )
-    log(f"  {short} b{batch} {kind}: {line}")
-    return rows
+        try:
+            if short not in built:
+                built.clear()
+                built[short] = build_models((models or MODELS)[short], specs, device, dtype)
+            size = built[short]["unfused"].patch_embed.img_size
+            images = torch.randn(batch, 3, *size, device=device, dtype=dtype)
+            with on_sms(num_sms), torch.inference_mode():
+                rows, failed = time_group(built[short], images, "graph", 0.8 * left / (len(groups) - index))
+        except Exception as error:
+            errors.append({"sms": num_sms, "model": short, "batch": batch, "error": f"{type(error).__name__}: {error}"})
+            continue
+        errors += [
+            {"sms": num_sms, "model": short, "batch": batch, "variant": v, "error": e} for v, e in failed.items()
+        ]
+        results += [{"sms": num_sms, "model": short, "batch": batch, **row} for row in rows]
+        log(f"{num_sms} SMs {short} b={batch}: " + ", ".join(f"{r['variant']} {r['speedup']:.2f}x" for r in rows))
+    return {
+        "results": results,
+        "errors": errors,
+        "skipped": skipped,
+        "not_modelled": "memory bandwidth and clocks stay the H200's (a Jetson Orin has 100-200 GB/s, not 4.8 TB/s)",
+    }

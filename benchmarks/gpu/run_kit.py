@@ -1,4 +1,4 @@
-"""The GPU proof kit in one run: environment, build, correctness, kernel timings, model timings, summary.
+"""The GPU proof kit in one run: environment, build, correctness, step and model timings, the CLI on a GPU, summary.
 
 Usage (from the repository root; see benchmarks/gpu/README.md):
 
@@ -7,13 +7,21 @@ Usage (from the repository root; see benchmarks/gpu/README.md):
 
 Phases, each with its own time budget, each catching its own errors (recorded, then the next phase runs):
 
-1. ``environment``: GPU, driver, CUDA, torch, timm, SMs, L2, clocks (nvidia-smi), compilers;
+1. ``environment``: GPU, driver, CUDA, torch, timm, triton, SMs, L2, clocks (nvidia-smi), compilers, and
+   `tofu_edge.measure.describe_environment`'s record;
 2. ``build``: ``libtofu_edge_kernels.so`` for the local GPU's architecture only (cmake + ninja, no TensorRT);
-3. ``correctness``: ``pytest -m gpu tests/gpu`` in a subprocess: the kernels against the PyTorch reference;
-4. ``kernels``: TofuMatch / TofuMerge against the PyTorch ops of one fusion step (`kernel_bench`);
-5. ``models``: fused against unfused DeiT-S and ViT-B, fp16, batch 1 / 8 / 64, eager and CUDA graphs
-   (`model_bench`).
+3. ``correctness``: ``pytest -m gpu tests/gpu`` in a subprocess: the plugin kernels and the Triton step against the
+   PyTorch reference, CUDA graphs, torch.compile, torch.export;
+4. ``steps``: one whole fusion step per backend (PyTorch ops, Triton, plugin kernels), fp16, CUDA graphs
+   (`step_bench`);
+5. ``models``: fused against unfused DeiT-S and ViT-B, fp16, batch 1 / 8 / 64 / 256, eager and CUDA graphs, every step
+   backend (`model_bench`);
+6. ``compiled``: ``torch.compile``d unfused against ``torch.compile``d Triton-fused models at batch 1 and 64;
+7. ``edge``: the graph timings on 8 and 16 SMs (green contexts), batch 1 / 4 / 16: an edge-GPU stand-in;
+8. ``cli``: the product's own commands on the GPU as a user runs them: ``tofu-edge bench --device cuda`` with and
+   without ``--compile``, ``tofu-edge eval --device cuda`` on a few images.
 
+``kernels`` (the per-op kernel bench of 0.3, `kernel_bench`) runs only when asked for with ``--phases``.
 ``gpu_kit.json`` in the output folder is rewritten after every phase (a timeout keeps what was measured);
 ``gpu_kit.log`` holds everything printed; the summary table is printed last.
 """
@@ -41,12 +49,17 @@ LOG_NAME = "gpu_kit.log"
 JUNIT_NAME = "pytest_gpu.xml"
 SUMMARY_NAME = "summary.md"
 SCHEMA = 1
-PHASES = ("environment", "build", "correctness", "kernels", "models")
-DEFAULT_BUDGET_S = 270.0
-BUILD_TIMEOUT_S = 150.0
-CORRECTNESS_TIMEOUT_S = 120.0
+PHASES = ("environment", "build", "correctness", "steps", "models", "compiled", "edge", "cli", "kernels")
+DEFAULT_PHASES = PHASES[:-1]
+DEFAULT_BUDGET_S = 460.0  # the device gives a command 8 minutes at most; one kit run must leave room for a rerun
+BUILD_TIMEOUT_S = 120.0
+CORRECTNESS_TIMEOUT_S = 100.0
+STEPS_BUDGET_S = 30.0
 KERNELS_BUDGET_S = 50.0
-MODELS_BUDGET_S = 150.0
+MODELS_BUDGET_S = 120.0
+COMPILED_BUDGET_S = 70.0
+EDGE_BUDGET_S = 35.0
+CLI_TIMEOUT_S = 50.0
 FINAL_MARGIN_S = 10.0
 SMOKE_KERNELS_BUDGET_S = 4.0
 SMOKE_MODELS_BUDGET_S = 10.0
@@ -219,6 +232,15 @@ def environment(kit: Kit, smoke: bool) -> dict:
     env["ninja"] = _command_output(["ninja", "--version"])
     commit = _command_output(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
     env["git_commit"] = commit
+    try:
+        import triton
+
+        env["triton"] = triton.__version__
+    except ImportError:
+        env["triton"] = None
+    from tofu_edge.measure import describe_environment
+
+    env["record"] = describe_environment(device="cuda" if torch.cuda.is_available() else "cpu")
     kit.results["environment"] = env
     gpu = env.get("gpu", {}).get("name", "no CUDA GPU")
     kit.log(f"{gpu}; driver {env.get('nvidia_smi', {}).get('driver_version')} (CUDA {env['driver_cuda_version']}); ")
@@ -230,7 +252,8 @@ def environment(kit: Kit, smoke: bool) -> dict:
 
 
 def build(kit: Kit, state: dict, build_dir: Path, arch: str | None, library: str | None) -> dict:
-    from benchmarks.gpu.cuda_kernels import CudaKernels, build_kernel_api
+    from tofu_edge.export.cuda_kernels import CudaKernels
+    from tofu_edge.export.kernel_build import build_kernel_api
 
     record: dict = {}
     if library:
@@ -357,35 +380,113 @@ def kernels_phase(kit: Kit, state: dict, smoke: bool) -> dict:
     return result
 
 
-def models_phase(kit: Kit, state: dict, smoke: bool) -> dict:
+def steps_phase(kit: Kit, state: dict, smoke: bool) -> dict:
     import torch
 
-    from benchmarks.gpu.model_bench import run_model_timings, variant_configs
+    from benchmarks.gpu.step_bench import run_step_timings
 
     if smoke:
         with torch.inference_mode():
-            result = run_model_timings(
-                torch.device("cpu"),
-                budget_s=SMOKE_MODELS_BUDGET_S,
-                batches=(1, 2),
-                dtype=torch.float32,
-                configs=variant_configs(rs=(8,), mean_r=8),
-                model_kwargs={"depth": 2, "img_size": 64},
-                log=kit.log,
-            )
-        result["note"] = "smoke run on the CPU: depth-2 models at 64x64, fp32, eager only, host clocks"
-        result["status_override"] = "smoke"
+            result = run_step_timings(None, torch.device("cpu"), budget_s=2.0, batches=(1,), channels={"deit_s": 384})
+        result.update(note="smoke run on the CPU: the PyTorch step only, host clocks", status_override="smoke")
         return result
     if not torch.cuda.is_available():
         return {"status_override": "skipped", "reason": "no CUDA device (torch.cuda.is_available() is False)"}
-    budget = max(10.0, min(MODELS_BUDGET_S, kit.left() - FINAL_MARGIN_S))
     with torch.inference_mode():
-        result = run_model_timings(torch.device("cuda"), budget_s=budget, log=kit.log, kernels=state.get("kernels"))
+        result = run_step_timings(state.get("kernels"), torch.device("cuda"), budget_s=_budget(kit, STEPS_BUDGET_S))
+    return result | ({"status_override": "partial"} if result["errors"] else {})
+
+
+def models_phase(kit: Kit, state: dict, smoke: bool) -> dict:
+    import torch
+
+    from benchmarks.gpu.model_bench import run_model_timings, variant_specs
+
+    if smoke:
+        result = run_model_timings(
+            torch.device("cpu"),
+            budget_s=SMOKE_MODELS_BUDGET_S,
+            batches=(1, 2),
+            dtype=torch.float32,
+            specs={k: v for k, v in variant_specs(rs=(8,), align_r=None).items() if not k.startswith("triton")},
+            log=kit.log,
+            depth=2,
+            img_size=64,
+        )
+        result.update(note="smoke run on the CPU: depth-2 models at 64x64, fp32, eager, host clocks, PyTorch step")
+        return result | {"status_override": "smoke"}
+    if not torch.cuda.is_available():
+        return {"status_override": "skipped", "reason": "no CUDA device (torch.cuda.is_available() is False)"}
+    kernels = state.get("kernels")
+    result = run_model_timings(torch.device("cuda"), _budget(kit, MODELS_BUDGET_S), kernels=kernels, log=kit.log)
     result["precision"] = "fp16 (model.half(), fp16 inputs)"
-    result["torch_compile"] = "not run: compiling every variant and batch does not fit a 15-minute GPU loan"
-    if result["skipped"] or result["errors"]:
-        result["status_override"] = "partial"
-    return result
+    return result | ({"status_override": "partial"} if result["skipped"] or result["errors"] else {})
+
+
+def compiled_phase(kit: Kit, state: dict, smoke: bool) -> dict:
+    import torch
+
+    from benchmarks.gpu.model_bench import run_compiled_timings
+
+    if smoke or not torch.cuda.is_available():
+        return {"status_override": "skipped", "reason": "torch.compile is timed on a GPU only"}
+    result = run_compiled_timings(torch.device("cuda"), _budget(kit, COMPILED_BUDGET_S), log=kit.log)
+    result["precision"] = "fp16; torch.compile(fullgraph=True), default mode"
+    return result | ({"status_override": "partial"} if result["skipped"] or result["errors"] else {})
+
+
+def edge_phase(kit: Kit, state: dict, smoke: bool) -> dict:
+    import torch
+
+    from benchmarks.gpu.model_bench import run_edge_proxy
+
+    if smoke or not torch.cuda.is_available():
+        return {"status_override": "skipped", "reason": "green contexts need a CUDA GPU"}
+    result = run_edge_proxy(torch.device("cuda"), _budget(kit, EDGE_BUDGET_S), log=kit.log)
+    return result | ({"status_override": "partial"} if result["skipped"] or result["errors"] else {})
+
+
+def cli_phase(kit: Kit, state: dict, smoke: bool) -> dict:
+    """The product's commands as a user runs them, each in a subprocess with a timeout; their JSON is kept."""
+    import numpy as np
+    from PIL import Image
+
+    device = "cpu" if smoke else "cuda"
+    photos = kit.output / "cli-photos"
+    for label in ("a", "b"):  # eval wants class folders; random photos are enough to run the command
+        (photos / label).mkdir(parents=True, exist_ok=True)
+        for index in range(4):
+            pixels = np.random.default_rng(index).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(photos / label / f"{index}.jpg")
+    model = ["deit_tiny_patch16_224", "--img-size", "64"] if smoke else ["deit_small_patch16_224"]
+    common = ["--r", "13" if not smoke else "1,1", "--json"]
+    commands = {
+        "bench": ["bench", *model, "--backend", "torch", "--device", device, "--iterations", "20", *common],
+        "bench --compile": ["bench", *model, "--device", device, "--compile", "--iterations", "20", *common],
+        "eval": ["eval", *model[:1], str(photos), *model[1:], "--device", device, "--limit", "8", *common],
+    }
+    if smoke:
+        del commands["bench --compile"]
+    record: dict = {"commands": {}}
+    for name, args in commands.items():
+        timeout = max(5.0, min(CLI_TIMEOUT_S, kit.left() - FINAL_MARGIN_S))
+        command = [sys.executable, "-c", "from tofu_edge.cli import main; main()", *args]
+        kit.log("tofu-edge " + " ".join(args))
+        try:
+            done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+            entry = {"returncode": done.returncode, "stdout": done.stdout[-OUTPUT_TAIL:], "stderr": done.stderr[-2000:]}
+        except subprocess.TimeoutExpired:
+            entry = {"returncode": None, "error": f"timed out after {timeout:.0f} s"}
+        record["commands"][name] = entry
+        kit.log(f"{name}: exit {entry['returncode']}")
+    if any(entry["returncode"] != 0 for entry in record["commands"].values()):
+        record["status_override"] = "failed"
+    return record
+
+
+def _budget(kit: Kit, cap: float) -> float:
+    """A phase's seconds: its cap, or what is left before the final margin, whichever is less."""
+    return max(5.0, min(cap, kit.left() - FINAL_MARGIN_S))
 
 
 # Summary.
@@ -418,8 +519,12 @@ def summary(results: dict) -> str:
             if record.get("failing"):
                 note += "; first failing: " + ", ".join(record["failing"][:3])
         lines.append(f"| {name} | {record.get('status')} | {record.get('seconds', '')} | {note[:150]} |")
-    lines += _kernel_table(results.get("phases", {}).get("kernels", {}))
-    lines += _model_table(results.get("phases", {}).get("models", {}))
+    phases = results.get("phases", {})
+    lines += _step_table(phases.get("steps", {}))
+    lines += _kernel_table(phases.get("kernels", {}))
+    lines += _model_table(phases.get("models", {}), ("model", "kind", "batch"))
+    lines += _model_table(phases.get("compiled", {}), ("model", "batch"))
+    lines += _model_table(phases.get("edge", {}), ("sms", "model", "batch"))
     lines += ["", "ToMe's published anchor (V100; precision/batch not stated beside it, likely fp32 at a large batch):"]
     for row in TOME_ANCHOR["rows"]:
         lines.append(
@@ -482,31 +587,48 @@ def _kernel_cell(entry: dict) -> str:
     return ""
 
 
-def _model_table(record: dict) -> list[str]:
+def _step_table(record: dict) -> list[str]:
+    results = record.get("results") or []
+    if not results:
+        return []
+    step = record.get("step", {})
+    lines = [
+        "",
+        f"One fusion step (N={step.get('num_tokens')}, r={step.get('r')}, {step.get('op')}, {step.get('dtype')}): "
+        f"median µs per step ({record.get('timing')}), speed-up over the PyTorch ops",
+        "| model | batch | backend | µs | speed-up | agrees |",
+        "|---|---:|---|---:|---:|---|",
+    ]
+    for row in results:
+        speedup = f"{row['speedup_over_torch']:.1f}x" if row.get("speedup_over_torch") else "-"
+        agrees = "yes" if row.get("agrees") else "NO"
+        lines.append(
+            f"| {row['model']} | {row['batch']} | {row['backend']} | {row['median_us']:.1f} | {speedup} | {agrees} |"
+        )
+    return lines
+
+
+def _model_table(record: dict, keys: tuple[str, ...]) -> list[str]:
+    """Speed-ups over the group's first variant (the unfused model), one row per group of ``keys``."""
     results = record.get("results") or []
     if not results:
         return []
     variants = list(dict.fromkeys(r["variant"] for r in results))
+    base_name = variants[0]
     lines = [
         "",
-        f"Models ({record.get('precision', 'fp32 on the CPU')}): unfused median ms and im/s, then speed-up of each "
-        "variant over unfused in the same group",
-        "| model | kind | batch | unfused ms | im/s | " + " | ".join(v for v in variants if v != "unfused") + " |",
-        "|---|---|---:|---:|---:|" + "---:|" * (len(variants) - 1),
+        f"{record.get('precision', 'fp32 on the CPU')}: {base_name} median ms and im/s, then each variant's speed-up",
+        f"| {' | '.join(keys)} | {base_name} ms | im/s | " + " | ".join(variants[1:]) + " |",
+        "|" + "---|" * len(keys) + "---:|---:|" + "---:|" * (len(variants) - 1),
     ]
     groups: dict[tuple, dict] = {}
     for row in results:
-        groups.setdefault((row["model"], row["kind"], row["batch"]), {})[row["variant"]] = row
-    for (model, kind, batch), rows in groups.items():
-        base = rows.get("unfused")
-        cells = []
-        for variant in variants:
-            if variant == "unfused":
-                continue
-            row = rows.get(variant)
-            cells.append(f"{row['speedup']:.2f}x" if row and row.get("speedup") else "-")
+        groups.setdefault(tuple(row[k] for k in keys), {})[row["variant"]] = row
+    for key, rows in groups.items():
+        base = rows.get(base_name)
+        cells = [f"{rows[v]['speedup']:.2f}x" if v in rows else "-" for v in variants[1:]]
         base_cells = f"{base['median_ms']:.2f} | {base['images_per_s']:.0f}" if base else "- | -"
-        lines.append(f"| {model} | {kind} | {batch} | {base_cells} | " + " | ".join(cells) + " |")
+        lines.append(f"| {' | '.join(map(str, key))} | {base_cells} | " + " | ".join(cells) + " |")
     for error in record.get("errors", [])[:6]:
         lines.append(f"error: {json.dumps(error)[:200]}")
     if record.get("skipped"):
@@ -524,7 +646,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--build-dir", default=str(REPO / "build" / "gpu-kit"), help="CMake build folder")
     parser.add_argument("--arch", default=None, help="CUDA arch to build for, e.g. 90 (default: the local GPU's)")
     parser.add_argument("--library", default=None, help="use this libtofu_edge_kernels.so instead of building")
-    parser.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES)}")
+    parser.add_argument(
+        "--phases", default=",".join(DEFAULT_PHASES), help=f"comma-separated subset of {','.join(PHASES)}"
+    )
     parser.add_argument("--smoke", action="store_true", help="CPU dry run: tiny sizes, host clocks, no GPU needed")
     args = parser.parse_args(argv)
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
@@ -547,10 +671,17 @@ def main(argv: list[str] | None = None) -> int:
         kit.phase("build", lambda: build(kit, state, Path(args.build_dir), args.arch, args.library))
     if "correctness" in phases:
         kit.phase("correctness", lambda: correctness(kit, state))
-    if "kernels" in phases:
-        kit.phase("kernels", lambda: kernels_phase(kit, state, args.smoke))
-    if "models" in phases:
-        kit.phase("models", lambda: models_phase(kit, state, args.smoke))
+    bodies = {
+        "steps": steps_phase,
+        "models": models_phase,
+        "compiled": compiled_phase,
+        "edge": edge_phase,
+        "cli": cli_phase,
+        "kernels": kernels_phase,
+    }
+    for name, body in bodies.items():
+        if name in phases:
+            kit.phase(name, lambda body=body: body(kit, state, args.smoke))
 
     kit.results["finished"] = _now()
     kit.results["seconds"] = round(time.perf_counter() - kit.start, 1)

@@ -8,4 +8,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 out="${OUT:-./out/gpu-kit}"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# The cli phase runs tofu-edge's commands, which need typer and rich: a GPU machine without a package index takes
+# them from wheels carried in .whl/ (prepare with: pip download typer rich -d .whl).
+if [ -d .whl ] && ! "${PYTHON:-python3}" -c "import typer, rich" 2>/dev/null; then
+    "${PYTHON:-python3}" -m pip install --quiet --no-index --find-links .whl typer rich || true
+fi
 "${PYTHON:-python3}" -m benchmarks.gpu.run_kit --output "$out" "$@" 2>&1 | tee "$out/console.log"
