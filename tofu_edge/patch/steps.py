@@ -11,7 +11,7 @@ guard); `use_step` sets it for a whole model. The backends:
 - ``triton``: `tofu_edge.ops.triton_step`, the scores as one matmul and match and merge as two fused kernels,
   registered as torch custom ops; refused in one line where Triton cannot run.
 - any other `FusionStep`: the exporter's plugin-flavour step (`tofu_edge.export.plugin`), the plugin kernels through
-  ``libtofu_edge_kernels.so`` (`tofu_edge.export.kernel_step`).
+  ``libtofu_edge_kernels.so`` (`tofu_edge.export.cuda_kernels.KernelStep`).
 
 Forcing ``torch`` or ``triton`` is for benchmarks and bug reports: ``use_step(model, "torch")``.
 """
