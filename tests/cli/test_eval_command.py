@@ -112,3 +112,27 @@ def test_missing_dataset_and_missing_tensorrt_are_one_line(tmp_path, dataset):
     result = run("eval", MODEL, dataset, "--img-size", IMG, "--engine", engine)
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert result.stderr.startswith("error: ") and result.stderr.strip().count("\n") == 0
+
+
+def test_eval_on_a_flat_folder_reports_agreement_and_cosine_only(dataset):
+    flat = dataset / CLASSES[0]  # photos, no class subfolders
+    result = run("eval", MODEL, flat, "--img-size", IMG, "--r", SCHEDULE, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["classes"] == 0 and report["images"] == PER_CLASS
+    for variant in report["variants"]:
+        assert variant["top1"] is None and variant["top5"] is None
+        assert 0.0 <= variant["top1_agreement"] <= 1.0 and variant["mean_cosine"] > 0.5
+    table = run("eval", MODEL, flat, "--img-size", IMG, "--r", SCHEDULE)
+    assert table.exit_code == 0 and "unlabelled" in table.stdout and "no labels" in table.stdout
+
+
+def test_eval_of_a_headless_model_shows_the_cosine_alone(dataset, tmp_path):
+    plot = tmp_path / "pareto.png"
+    headless = "vit_small_patch14_dinov2"
+    result = run("eval", headless, dataset, "--img-size", 28, "--r", "1,1", "--limit", 2, "--plot", plot)
+    assert result.exit_code == 0, result.output
+    assert "features, no classifier" in result.stdout
+    unfused = next(line for line in result.stdout.splitlines() if line.startswith("│ unfused"))
+    assert unfused.count(" - ") == 3  # top-1, top-5 and agreement: nothing to measure without a classifier
+    assert plot.read_bytes().startswith(PNG_SIGNATURE)

@@ -9,7 +9,7 @@ import pytest
 
 from tofu_edge.errors import ConfigError, TofuError
 from tofu_edge.measure.accuracy import MetricAccumulator
-from tofu_edge.measure.dataset import find_images
+from tofu_edge.measure.dataset import UNLABELLED, find_images
 from tofu_edge.measure.plot import pareto_front
 
 CLASSES = ("cat", "dog", "eel")
@@ -83,6 +83,15 @@ def test_classes_sorted_by_name_give_labels_and_limit_spreads(tmp_path):
     assert [label for _, label in find_images(root, limit=3).samples] == [0, 1, 2]
 
 
+def test_a_flat_folder_is_unlabelled_photos(tmp_path):
+    root = make_folder(tmp_path / "data", classes=("cat",), per_class=3) / "cat"
+    (root / ".hidden.png").write_bytes(b"")
+    dataset = find_images(root, limit=2)
+    assert not dataset.labelled and dataset.classes == ()
+    assert [path.name for path, _ in dataset.samples] == ["0.png", "1.png"]
+    assert {label for _, label in dataset.samples} == {UNLABELLED}
+
+
 def test_numeric_labels_take_folder_names_as_class_indices(tmp_path):
     root = make_folder(tmp_path / "data", classes=("207", "3"), per_class=1)
     assert sorted(label for _, label in find_images(root, numeric_labels=True).samples) == [3, 207]
@@ -96,7 +105,7 @@ def test_numeric_labels_take_folder_names_as_class_indices(tmp_path):
     "layout, message",
     [
         ("missing", "does not exist"),
-        ("flat", "has no class subfolders"),
+        ("flat", "holds no .jpg/.jpeg/.png/.bmp/.webp files"),
         ("empty", "has no .jpg/.jpeg/.png/.bmp/.webp files"),
     ],
 )
@@ -105,7 +114,7 @@ def test_bad_dataset_folders_are_named(tmp_path, layout, message):
     if layout != "missing":
         root.mkdir()
     if layout == "flat":
-        (root / "x.png").write_bytes(b"")
+        (root / "notes.txt").write_text("not an image")
     if layout == "empty":
         (root / "cat").mkdir()
     with pytest.raises(TofuError, match=message):

@@ -36,7 +36,11 @@ __all__ = ["eval_command", "render_eval"]
 def eval_command(
     model: ModelArg,
     data_dir: Annotated[
-        Path, typer.Argument(help="ImageFolder dataset: one subfolder per class, sorted names = class indices.")
+        Path,
+        typer.Argument(
+            help="ImageFolder dataset (one subfolder per class, sorted names = class indices), or a flat folder of "
+            "unlabelled photos (agreement and cosine only)."
+        ),
     ],
     fusion: FusionOptions = NO_FUSION_OPTIONS,
     img_size: ImgSizeOption = None,
@@ -75,6 +79,9 @@ def eval_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Top-1/top-5 of fused models and the unfused model, and their agreement and output cosine with it.
+
+    A flat folder of photos is enough: then only agreement and cosine are measured (cosine only for a model
+    without a classifier, such as DINOv2).
 
     Preprocessing is timm's evaluation transform for the model's config. Images/s are measured during the
     evaluation (inference only): a rough figure; `tofu-edge bench` measures latency. Exits 2 on bad input.
@@ -134,9 +141,12 @@ def render_eval(report: EvalReport, console: Console, plot: Path | None = None) 
     from tofu_edge.measure.accuracy import THROUGHPUT_NOTE
 
     reference = report.variants[0].metrics
+    labels = f"{report.classes} classes" if report.classes else "unlabelled"
+    if reference.top1_agreement is None:
+        labels = "features, no classifier: cosine only"
     console.print(
         f"{report.model} {list(report.input_shape)} on {reference.images} images of {report.data_dir} "
-        f"({report.classes} classes), batch {report.batch}"
+        f"({labels}), batch {report.batch}"
     )
     table = Table(title_justify="left")
     columns = ("variant", "GMACs", "top-1 %", "top-5 %", "agree %", "cosine", "min cos", "img/s")
@@ -149,14 +159,20 @@ def render_eval(report: EvalReport, console: Console, plot: Path | None = None) 
         table.add_row(
             v.name if v.backend == "pytorch" else f"{v.name} ({v.backend})",
             "" if macs is None else f"{macs / 1e9:.3f}",
-            f"{100 * m.top1:.2f}",
-            f"{100 * m.top5:.2f}",
-            f"{100 * m.top1_agreement:.2f}",
+            _percent(m.top1),
+            _percent(m.top5),
+            _percent(m.top1_agreement),
             f"{m.mean_cosine:.4f}",
             f"{m.min_cosine:.4f}",
             f"{m.images_per_s:.1f}",
         )
     console.print(table)
     console.print(THROUGHPUT_NOTE)
+    if reference.top1 is None and reference.top1_agreement is not None:
+        console.print("top-1/top-5: no labels (a flat folder); agreement and cosine compare with the unfused model")
     if plot is not None:
         console.print(f"wrote {plot}")
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"

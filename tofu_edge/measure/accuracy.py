@@ -35,12 +35,16 @@ Run = Callable[[torch.Tensor], np.ndarray]
 
 @dataclass(frozen=True)
 class Metrics:
-    """Accuracy against the labels and agreement with the unfused model's outputs, over ``images`` images."""
+    """Accuracy against the labels and agreement with the unfused model's outputs, over ``images`` images.
+
+    ``top1`` and ``top5`` are ``None`` for unlabelled images (a flat folder), ``top1_agreement`` for a model
+    without a classifier (its outputs are features: their argmax names no class).
+    """
 
     images: int
-    top1: float
-    top5: float
-    top1_agreement: float
+    top1: float | None
+    top5: float | None
+    top1_agreement: float | None
     mean_cosine: float
     min_cosine: float
     seconds: float
@@ -48,9 +52,15 @@ class Metrics:
 
 
 class MetricAccumulator:
-    """Running counts over batches, so no logits are kept (``top5`` is top-min(5, classes))."""
+    """Running counts over batches, so no logits are kept (``top5`` is top-min(5, classes)).
 
-    def __init__(self) -> None:
+    Args:
+        labelled: The labels are classes (else top-1/top-5 are not counted).
+        classifier: The outputs are class logits (else top-1 agreement is not counted).
+    """
+
+    def __init__(self, *, labelled: bool = True, classifier: bool = True) -> None:
+        self.labelled, self.classifier = labelled, classifier
         self.images = self.top1 = self.top5 = self.agree = 0
         self.cosine_sum, self.cosine_min, self.seconds = 0.0, float("inf"), 0.0
 
@@ -79,9 +89,9 @@ class MetricAccumulator:
         n = max(self.images, 1)
         return Metrics(
             images=self.images,
-            top1=self.top1 / n,
-            top5=self.top5 / n,
-            top1_agreement=self.agree / n,
+            top1=self.top1 / n if self.labelled else None,
+            top5=self.top5 / n if self.labelled else None,
+            top1_agreement=self.agree / n if self.classifier else None,
             mean_cosine=self.cosine_sum / n,
             min_cosine=self.cosine_min if self.images else float("nan"),
             seconds=self.seconds,
@@ -168,7 +178,8 @@ def evaluate(
 
     Args:
         model: timm model name.
-        data_dir: ImageFolder tree; labels are the sorted class folders' indices (see `find_images`).
+        data_dir: ImageFolder tree (labels are the sorted class folders' indices, see `find_images`), or a flat
+            folder of unlabelled photos (then only agreement and cosine with the unfused model are measured).
         configs: Fusions to evaluate with PyTorch.
         img_size: Square input size (default: the model's own).
         checkpoint: Weights for the model.
@@ -211,7 +222,8 @@ def evaluate(
     if engine_path is not None:
         runs.append((Path(engine_path).name, "tensorrt", None, _engine_run(Path(engine_path), plugins)))
 
-    totals = [MetricAccumulator() for _ in runs]
+    classifier = bool(reference.num_classes)  # a headless model's features name no class: no top-1 of any kind
+    totals = [MetricAccumulator(labelled=dataset.labelled and classifier, classifier=classifier) for _ in runs]
     transform = create_transform(**data_config(reference))
     done = 0
     for images, labels in image_batches(dataset, transform, batch):

@@ -1,8 +1,9 @@
-"""ImageFolder datasets (class subfolders sorted by name give the labels) and image loading with one-line errors."""
+"""Image folders to evaluate on: an ImageFolder tree (class subfolders sorted by name give the labels) or a flat
+folder of unlabelled photos, and image loading with one-line errors."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,19 +12,24 @@ import torch
 from tofu_edge.errors import ConfigError, TofuError
 from tofu_edge.images import IMAGE_SUFFIXES, load_image
 
-__all__ = ["ImageFolderSet", "find_images", "image_batches"]
+__all__ = ["ImageFolderSet", "find_images", "image_batches", "UNLABELLED"]
+
+
+UNLABELLED = -1  # the label of every image of a flat folder
 
 
 @dataclass(frozen=True)
 class ImageFolderSet:
-    """The images of an ImageFolder tree and their labels, as ``torchvision.datasets.ImageFolder`` reads it.
+    """The images of a folder and their labels.
 
-    Class subfolders sorted by name give the class indices 0, 1, ...; with ``numeric_labels`` the folder names
-    are the model's class indices themselves (e.g. ``0/``, ``207/`` for a subset of ImageNet's classes).
+    An ImageFolder tree is read as ``torchvision.datasets.ImageFolder`` reads it: class subfolders sorted by name
+    give the class indices 0, 1, ...; with ``numeric_labels`` the folder names are the model's class indices
+    themselves (e.g. ``0/``, ``207/`` for a subset of ImageNet's classes). A flat folder of photos (images and no
+    subfolders) is unlabelled: no classes, and every label is `UNLABELLED`.
 
     Args:
         root: The dataset folder.
-        classes: Class folder names, sorted.
+        classes: Class folder names, sorted; empty for a flat folder.
         samples: (image file, label) pairs, class by class, files sorted by name.
     """
 
@@ -34,17 +40,22 @@ class ImageFolderSet:
     def __len__(self) -> int:
         return len(self.samples)
 
+    @property
+    def labelled(self) -> bool:
+        """Whether the images have class labels (an ImageFolder tree) or not (a flat folder)."""
+        return bool(self.classes)
+
 
 def find_images(root: str | Path, *, limit: int | None = None, numeric_labels: bool = False) -> ImageFolderSet:
-    """List the images of an ImageFolder tree (``root/<class>/<image>``), without reading them.
+    """List the images of an ImageFolder tree (``root/<class>/<image>``) or a flat folder, without reading them.
 
     Args:
-        root: The dataset folder.
+        root: The dataset folder: class subfolders, or (unlabelled) image files and no subfolders.
         limit: Keep at most this many images, spread evenly over the whole sorted list (every class stays in).
         numeric_labels: Folder names are class indices (``"207"`` is class 207) instead of their sorted rank.
 
     Raises:
-        TofuError: the folder is missing, has no class subfolders, or holds no images.
+        TofuError: the folder is missing or holds no images.
         ConfigError: ``limit`` < 1, or a folder name is not an int with ``numeric_labels``.
     """
     root = Path(root)
@@ -54,18 +65,32 @@ def find_images(root: str | Path, *, limit: int | None = None, numeric_labels: b
         raise TofuError(f"dataset folder {root} does not exist")
     classes = tuple(sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")))
     if not classes:
-        raise TofuError(f"dataset folder {root} has no class subfolders (expected {root}/<class>/<image>)")
+        samples = [(file, UNLABELLED) for file in _image_files(root.iterdir())]
+        if not samples:
+            raise TofuError(
+                f"dataset folder {root} holds no {'/'.join(IMAGE_SUFFIXES)} files "
+                f"(give a flat folder of photos, or class subfolders: {root}/<class>/<image>)"
+            )
+        return ImageFolderSet(root=root, classes=(), samples=tuple(_spread(samples, limit)))
     samples = []
     for index, name in enumerate(classes):
         label = _label(name, root) if numeric_labels else index
-        files = sorted(p for p in (root / name).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        samples += [(file, label) for file in files]
+        samples += [(file, label) for file in _image_files((root / name).rglob("*"))]
     if not samples:
         raise TofuError(f"dataset folder {root} has no {'/'.join(IMAGE_SUFFIXES)} files in its class subfolders")
-    if limit is not None and limit < len(samples):
-        step = len(samples) / limit
-        samples = [samples[int(i * step)] for i in range(limit)]
-    return ImageFolderSet(root=root, classes=classes, samples=tuple(samples))
+    return ImageFolderSet(root=root, classes=classes, samples=tuple(_spread(samples, limit)))
+
+
+def _image_files(paths: Iterable[Path]) -> list[Path]:
+    return sorted(p for p in paths if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+
+
+def _spread(samples: list[tuple[Path, int]], limit: int | None) -> list[tuple[Path, int]]:
+    """At most ``limit`` samples, spread evenly over the whole sorted list."""
+    if limit is None or limit >= len(samples):
+        return samples
+    step = len(samples) / limit
+    return [samples[int(i * step)] for i in range(limit)]
 
 
 def image_batches(

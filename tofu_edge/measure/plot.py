@@ -91,13 +91,17 @@ def plot_pareto(report: EvalReport, path: str | Path) -> Path:
     figure = Figure(figsize=(11, 4.6), dpi=120)
     FigureCanvasAgg(figure)
     speed = [v.metrics.images_per_s for v in report.variants]
-    for axes, key, title in zip(
-        figure.subplots(1, 2),
-        ("top1", "top1_agreement"),
-        ("top-1 accuracy", "top-1 agreement with unfused"),
-        strict=True,
-    ):
-        values = [100 * getattr(v.metrics, key) for v in report.variants]
+    panels = [
+        (key, title, scale)
+        for key, title, scale in (
+            ("top1", "top-1 accuracy (%)", 100),
+            ("top1_agreement", "top-1 agreement with unfused (%)", 100),
+            ("mean_cosine", "output cosine to unfused", 1),
+        )
+        if getattr(report.variants[0].metrics, key) is not None
+    ][:2]  # unlabelled or headless: the cosine takes the place of what cannot be measured
+    for axes, (key, title, scale) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels, strict=True):
+        values = [scale * getattr(v.metrics, key) for v in report.variants]
         front = pareto_front(speed, values)
         axes.plot([speed[i] for i in front], [values[i] for i in front], "-", color="tab:orange", label="Pareto front")
         for i, variant in enumerate(report.variants):
@@ -105,7 +109,7 @@ def plot_pareto(report: EvalReport, path: str | Path) -> Path:
             axes.plot(speed[i], values[i], marker, color="tab:blue" if i in front else "tab:gray")
             axes.annotate(variant.name, (speed[i], values[i]), textcoords="offset points", xytext=(4, 4), fontsize=8)
         axes.set_xlabel("images/s (rough, CPU eager unless noted)")
-        axes.set_ylabel(f"{title} (%)")
+        axes.set_ylabel(title)
         axes.set_title(title, fontsize=10)
         axes.grid(alpha=0.3)
         axes.legend(loc="lower left", fontsize=8)
