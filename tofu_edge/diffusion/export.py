@@ -27,7 +27,7 @@ import torch
 
 from tofu_edge.diffusion.apply import DiffusionPlan, apply, is_applied, latent_size, remove
 from tofu_edge.diffusion.config import DiffusionFusionConfig
-from tofu_edge.diffusion.inputs import example_inputs, input_family
+from tofu_edge.diffusion.inputs import example_inputs, input_family, input_ranges
 from tofu_edge.errors import ConfigError, ExportError
 from tofu_edge.export.graph import check_portable, convert_opset, op_counts, set_metadata
 from tofu_edge.export.parity import ParityReport, ParityTolerance, compare_outputs
@@ -139,7 +139,7 @@ def export_onnx(
             proto = convert_opset(onnx.load(str(graph_file), load_external_data=False), opset)
             with _working_dir(scratch):  # the checker finds external data relative to the working directory
                 proto = check_portable(proto, dynamic_batch=False)
-            set_metadata(proto, _metadata(plan, family, feeds[0]))
+            set_metadata(proto, _metadata(plan, feeds[0], input_ranges(model, family)))
             onnx.save(proto, str(graph_file))
             parity = _parity(graph_file, adapter, feeds, tolerance or PARITY_TOLERANCE)
             trt = _tensorrt_rtx(graph_file) if tensorrt_rtx else None
@@ -283,11 +283,12 @@ def _working_dir(folder: Path):
         os.chdir(before)
 
 
-def _metadata(plan: DiffusionPlan, family: str, feed: dict[str, torch.Tensor]) -> dict[str, str]:
+def _metadata(plan: DiffusionPlan, feed: dict[str, torch.Tensor], ranges: dict[str, list[int]]) -> dict[str, str]:
     return {
         "tofu_edge.model": plan.model,
         "tofu_edge.flavor": "portable",
         "tofu_edge.diffusion_plan": json.dumps(plan.to_dict()),
         "tofu_edge.inputs": json.dumps({k: list(v.shape) for k, v in feed.items()}),
+        "tofu_edge.input_ranges": json.dumps(ranges),  # tofu_edge.engine.feeds.RANGES_KEY
         "tofu_edge.versions": json.dumps(package_versions(PACKAGES)),
     }

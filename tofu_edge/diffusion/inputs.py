@@ -7,8 +7,9 @@ from diffusers import DiTTransformer2DModel, PixArtTransformer2DModel, UNet2DCon
 
 from tofu_edge.errors import UnsupportedModelError
 
-__all__ = ["input_family", "example_inputs", "DEFAULT_ENCODER_LENGTH"]
+__all__ = ["input_family", "example_inputs", "input_ranges", "DEFAULT_ENCODER_LENGTH", "TRAIN_TIMESTEPS"]
 
+TRAIN_TIMESTEPS = 1000  # the schedulers' num_train_timesteps of every supported family: timesteps are 0..999
 DEFAULT_ENCODER_LENGTH = {"unet": 77, "pixart": 120}  # CLIP's and PixArt's T5 prompt lengths
 _UNET_EXTRAS = ("class_embed_type", "addition_embed_type", "encoder_hid_dim_type", "time_cond_proj_dim")
 
@@ -60,7 +61,7 @@ def example_inputs(
     latent = torch.randn(batch, channels, *size, generator=generator)
     if flat:
         latent = torch.full_like(latent, 0.5)
-    timestep = torch.randint(0, 1000, (batch,), generator=generator).to(torch.float32)
+    timestep = torch.randint(0, TRAIN_TIMESTEPS, (batch,), generator=generator).to(torch.float32)
     name = "sample" if family == "unet" else "hidden_states"
     feed = {name: latent, "timestep": timestep}
     if family == "dit":
@@ -70,3 +71,12 @@ def example_inputs(
     width = model.config.cross_attention_dim if family == "unet" else model.config.caption_channels
     feed["encoder_hidden_states"] = torch.randn(batch, length, width, generator=generator)
     return feed
+
+
+def input_ranges(model: torch.nn.Module, family: str) -> dict[str, list[int]]:
+    """The half-open ``[low, high)`` integer ranges of the inputs that are step numbers or indices, by name: what a
+    file's reader (``tofu-edge bench``) draws them from, as `example_inputs` does."""
+    ranges = {"timestep": [0, TRAIN_TIMESTEPS]}
+    if family == "dit":
+        ranges["class_labels"] = [0, int(model.config.num_embeds_ada_norm)]
+    return ranges

@@ -10,9 +10,10 @@ from typing import Any
 
 import numpy as np
 
+from tofu_edge.engine.feeds import is_single_image_model
 from tofu_edge.engine.preprocess import PreprocessConfig, load_input, top_k
 from tofu_edge.engine.runner import EngineRunner
-from tofu_edge.engine.sidecar import inspect_onnx, preprocess_for
+from tofu_edge.engine.sidecar import TensorSpec, inspect_onnx, preprocess_for
 from tofu_edge.errors import ConfigError
 from tofu_edge.export.session import ort_session
 from tofu_edge.stats import LatencyStats
@@ -79,6 +80,7 @@ def classify_image(
     Raises:
         EngineError: the engine cannot be read or run.
         InputShapeError: a ``.npy`` input does not fit the engine.
+        ConfigError: the file is not a classifier of one image batch (a diffusion step, several inputs).
         TofuError: the image cannot be read.
         MissingDependencyError: TensorRT or cuda-python is not installed.
     """
@@ -92,6 +94,7 @@ def classify_image(
         return _classify_onnx(Path(engine_path), image_path, top=top, warmup=warmup, iterations=iterations)
     with EngineRunner(engine_path, plugins, allow_host_code=allow_host_code) as runner:
         sidecar = runner.sidecar or {}
+        _check_classifier(runner.path, runner.inputs, sidecar.get("onnx", {}).get("metadata", {}))
         config = PreprocessConfig.from_dict(sidecar["preprocess"]) if "preprocess" in sidecar else PreprocessConfig()
         spec = runner.inputs[0]
         tensor = load_input(image_path, spec.shape, config)
@@ -116,7 +119,9 @@ def classify_image(
 def _classify_onnx(onnx_path: Path, image_path: Path, *, top: int, warmup: int, iterations: int) -> Classification:
     """`classify_image` for an ONNX file: preprocessing from its metadata, onnxruntime on the CPU, wall-clock timing
     (``session.run`` returns host arrays, so it is synchronous)."""
-    config = preprocess_for(inspect_onnx(onnx_path).metadata)
+    info = inspect_onnx(onnx_path)
+    _check_classifier(onnx_path, info.inputs, info.metadata)
+    config = preprocess_for(info.metadata)
     session = ort_session(onnx_path)
     spec = session.get_inputs()[0]
     shape = tuple(d if isinstance(d, int) else -1 for d in spec.shape)
@@ -144,4 +149,20 @@ def _classify_onnx(onnx_path: Path, image_path: Path, *, top: int, warmup: int, 
         preprocess=config,
         tensorrt_version=None,
         runtime="onnxruntime",
+    )
+
+
+def _check_classifier(path: Path, inputs: Sequence[TensorSpec], metadata: dict[str, Any]) -> None:
+    """Refuse a file that does not take one batch of images (a diffusion step takes a latent, a timestep and more).
+
+    Raises:
+        ConfigError: naming the file's inputs and what to do instead.
+    """
+    if is_single_image_model(inputs, metadata):
+        return
+    names = ", ".join(f"{spec.name} {list(spec.shape)}" for spec in inputs)
+    what = "one denoising step of a diffusion model" if "diffusion_plan" in metadata else "not an image classifier"
+    raise ConfigError(
+        f"{path.name} is {what} (inputs: {names}); run classifies one image input [B, C, H, W]: time the file with "
+        f"tofu-edge bench {path}"
     )

@@ -139,22 +139,37 @@ def torch_runner(name: str, model: torch.nn.Module, images: torch.Tensor) -> Run
     return Runner(name, call_cuda, images.shape[0])
 
 
-def ort_runner(name: str, session: Any, images: np.ndarray) -> Runner:
+def ort_runner(name: str, session: Any, inputs: np.ndarray | Mapping[str, np.ndarray]) -> Runner:
     """A runner for an onnxruntime session. ``session.run`` returns host arrays, so it is synchronous on every
     provider and the wall clock around it is the latency (copies included on a GPU provider).
 
+    Args:
+        name: The variant's name.
+        session: An onnxruntime ``InferenceSession``.
+        inputs: The images of a single-input model (cast to float32), or input name -> array for every input.
+
     Shapes:
-        images: [B, 3, H, W], float32
+        inputs: [B, 3, H, W], float32; or each input's own shape, the batch first
     """
-    feeds: Mapping[str, np.ndarray] = {session.get_inputs()[0].name: images.astype(np.float32)}
-    return Runner(name, lambda: session.run(None, feeds) and None, images.shape[0])
+    if isinstance(inputs, Mapping):
+        feeds: Mapping[str, np.ndarray] = dict(inputs)
+    else:
+        feeds = {session.get_inputs()[0].name: inputs.astype(np.float32)}
+    return Runner(name, lambda: session.run(None, feeds) and None, _batch(feeds))
 
 
-def engine_runner(name: str, runner: Any, images: np.ndarray) -> Runner:
+def engine_runner(name: str, runner: Any, inputs: np.ndarray | Mapping[str, np.ndarray]) -> Runner:
     """A runner for a `tofu_edge.engine.EngineRunner`: each call copies in, executes and copies out on the
     engine's stream, timed with CUDA events (the latency a user of ``run`` sees).
 
     Shapes:
-        images: the engine's input shape, e.g. [B, 3, H, W]
+        inputs: the engine's input shape, e.g. [B, 3, H, W]; or input name -> array for every input
     """
-    return Runner(name, lambda: runner.run(images).latency_ms, images.shape[0])
+    batch = _batch(inputs) if isinstance(inputs, Mapping) else inputs.shape[0]
+    return Runner(name, lambda: runner.run(inputs).latency_ms, batch)
+
+
+def _batch(feeds: Mapping[str, np.ndarray]) -> int:
+    """The batch of a feed: the first axis of its first input (1 for a scalar input)."""
+    first = next(iter(feeds.values()))
+    return int(first.shape[0]) if first.ndim else 1

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
-
 from tofu_edge.choices import Backend, Device, OrtProvider
+from tofu_edge.engine.feeds import example_feeds
 from tofu_edge.errors import ConfigError
 from tofu_edge.export import available_provider, ort_session
+from tofu_edge.export.quantize import INT8_METADATA_KEY
 from tofu_edge.measure.latency import Runner, engine_runner, ort_runner, torch_runner
 
 __all__ = ["check_backend", "model_runner", "file_runner", "SEED"]
@@ -74,21 +74,33 @@ def model_runner(
 
 
 def file_runner(name, path, backend, provider, batch, timing, plugins, stack) -> tuple[Runner, dict]:
-    generator = np.random.default_rng(SEED)
+    """The runner of an ``.onnx`` file (onnxruntime) or an engine as it is, fed every input it declares
+    (`example_feeds`), and what its metadata says: ``plan``, ``batch`` and ``precision``.
+
+    Raises:
+        ConfigError: an input that cannot be fed (a dynamic axis other than the batch, an unknown dtype).
+    """
     if backend is Backend.ONNXRUNTIME:
         from tofu_edge.engine.sidecar import inspect_onnx
 
         info = inspect_onnx(path)
-        shape = [batch if d < 0 else d for d in info.inputs[0].shape]
+        feeds = example_feeds(info.inputs, info.metadata, batch, SEED, path.name)
         session = ort_session(path, provider=provider, threads=timing.threads, spinning=timing.ort_spinning)
-        images = generator.standard_normal(shape, dtype=np.float32)
-        return ort_runner(name, session, images), {"plan": info.metadata.get("plan"), "batch": shape[0]}
+        runner = ort_runner(name, session, feeds)
+        meta = {"plan": info.metadata.get("plan"), "batch": runner.batch, "precision": _precision(info.metadata)}
+        return runner, meta
     from tofu_edge.engine import EngineRunner
 
     engine = stack.enter_context(EngineRunner(path, plugins=list(plugins) or None))
-    shape = [batch if d < 0 else d for d in engine.inputs[0].shape]
     sidecar = engine.sidecar or {}
-    meta = {"plan": sidecar.get("onnx", {}).get("metadata", {}).get("plan"), "batch": shape[0]}
+    metadata = sidecar.get("onnx", {}).get("metadata", {})
+    runner = engine_runner(name, engine, example_feeds(engine.inputs, metadata, batch, SEED, path.name))
+    meta = {"plan": metadata.get("plan"), "batch": runner.batch, "precision": _precision(metadata)}
     if "precision" in sidecar:
         meta["precision"] = sidecar["precision"]
-    return engine_runner(name, engine, generator.standard_normal(shape, dtype=np.float32)), meta
+    return runner, meta
+
+
+def _precision(metadata: dict) -> str:
+    """``int8`` for a file `export_onnx` quantized (its ``tofu_edge.int8`` entry), else ``fp32``."""
+    return "int8" if metadata.get(INT8_METADATA_KEY.removeprefix("tofu_edge.")) else "fp32"
