@@ -82,6 +82,9 @@ def export_command(
     subfolder: Annotated[
         str | None, typer.Option(help="Model subfolder of a pipeline folder, e.g. unet.", show_default=False)
     ] = None,
+    seed: Annotated[
+        int, typer.Option(help="Seed of a preset's random weights (the same seed writes the same file; recorded).")
+    ] = 0,
     opset: Annotated[int, typer.Option(help="ONNX opset: 18 (17 only where ONNX's converter can).")] = 18,
     parity_runs: Annotated[int, typer.Option(help="Random input sets checked against PyTorch.")] = 2,
     min_cosine: Annotated[float, typer.Option(help="Parity: lowest output cosine of any sample.")] = 0.999,
@@ -95,7 +98,7 @@ def export_command(
     Example: tofu-edge diffusion export sd15-unet --ratio 0.5 --op mean -o out/sd15_unet.onnx
     """
     from tofu_edge.diffusion import DiffusionFusionConfig, export_onnx
-    from tofu_edge.diffusion.models import create_diffusion_model
+    from tofu_edge.diffusion.models import PRESETS, create_diffusion_model
     from tofu_edge.export.parity import ParityTolerance
 
     config = DiffusionFusionConfig(
@@ -111,7 +114,7 @@ def export_command(
     )
     tolerance = ParityTolerance(min_cosine=min_cosine, min_top1_agreement=0.0)
     report = export_onnx(
-        create_diffusion_model(model, subfolder=subfolder),
+        create_diffusion_model(model, subfolder=subfolder, seed=seed),
         output,
         config,
         sample_size=sample_size,
@@ -121,6 +124,7 @@ def export_command(
         parity_runs=parity_runs,
         tolerance=tolerance,
         tensorrt_rtx=tensorrt_rtx,
+        seed=seed if model in PRESETS else None,  # a folder's weights were loaded, not drawn
     )
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))

@@ -39,6 +39,13 @@ def export_command(
     img_size: ImgSizeOption = None,
     checkpoint: CheckpointOption = None,
     pretrained: Annotated[bool, typer.Option(help="timm's hub weights (needs a network).")] = False,
+    seed: Annotated[
+        int,
+        typer.Option(
+            help="Seed of the random weights (without --checkpoint or --pretrained): the same seed writes the same "
+            "file; recorded in its metadata."
+        ),
+    ] = 0,
     batch: Annotated[int, typer.Option(help="Static batch size (the example batch with --dynamic-batch).")] = 1,
     dynamic_batch: Annotated[bool, typer.Option(help="Leave the batch axis dynamic.")] = False,
     opset: Annotated[int, typer.Option(help="ONNX opset: 17 or 18.")] = 17,
@@ -142,6 +149,7 @@ def export_command(
             flavor=flavor,
             int8=int8_config,
             calibration_progress=lambda done, total: bar.update(task, completed=done, total=total, visible=True),
+            seed=seed,
         )
     trt = None
     if tensorrt_rtx:

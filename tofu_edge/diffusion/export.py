@@ -34,6 +34,7 @@ from tofu_edge.export.parity import ParityReport, ParityTolerance, compare_outpu
 from tofu_edge.export.session import ort_session
 from tofu_edge.files import atomic_outputs, check_writable
 from tofu_edge.versions import EXPORT_PACKAGES, package_versions
+from tofu_edge.weights import weights_fingerprint
 
 __all__ = ["DiffusionExportReport", "export_onnx", "EXTERNAL_DATA_BYTES"]
 
@@ -58,6 +59,8 @@ class DiffusionExportReport:
     seconds: dict[str, float]
     ops: dict[str, int]
     tensorrt_rtx: dict | None = None
+    seed: int | None = None
+    weights_sha256: str | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -71,6 +74,8 @@ class DiffusionExportReport:
             "tensorrt_rtx": self.tensorrt_rtx,
             "seconds": self.seconds,
             "ops": self.ops,
+            "seed": self.seed,
+            "weights_sha256": self.weights_sha256,
             "versions": package_versions(PACKAGES),
         }
 
@@ -88,6 +93,7 @@ def export_onnx(
     tolerance: ParityTolerance | None = None,
     external_data: bool | None = None,
     tensorrt_rtx: bool = False,
+    seed: int | None = None,
 ) -> DiffusionExportReport:
     """Fuse a diffusers model, export one step to portable ONNX, check it, and write the files.
 
@@ -106,6 +112,8 @@ def export_onnx(
         tolerance: Parity pass criteria (default: cosine >= 0.999 per sample).
         external_data: Force external data on or off; default by size (`EXTERNAL_DATA_BYTES`).
         tensorrt_rtx: Also parse and build the graph with TensorRT-RTX on the CPU (``pip install tensorrt-rtx``).
+        seed: The seed the model's random weights were drawn with (`create_diffusion_model`), recorded as
+            ``tofu_edge.seed``; ``None`` for loaded weights. The weights' fingerprint is recorded either way.
 
     Raises:
         TofuError: bad input (model, config, size, output path, opset), exit code 2; ExportError when TensorRT-RTX
@@ -119,6 +127,7 @@ def export_onnx(
     convert_opset(onnx.helper.make_model(onnx.helper.make_graph([], "probe", [], [])), opset)  # validates opset
     check_writable(output)
     family = input_family(model)
+    fingerprint = weights_fingerprint(model)  # before fusion (which keeps the state_dict keys anyway)
     size = latent_size(model, sample_size)
     previous = model.tofu_plan if is_applied(model) else None
     was_training = model.training
@@ -140,6 +149,9 @@ def export_onnx(
             with _working_dir(scratch):  # the checker finds external data relative to the working directory
                 proto = check_portable(proto, dynamic_batch=False)
             set_metadata(proto, _metadata(plan, feeds[0], input_ranges(model, family)))
+            set_metadata(proto, {"tofu_edge.weights_sha256": fingerprint})
+            if seed is not None:
+                set_metadata(proto, {"tofu_edge.seed": str(seed)})
             onnx.save(proto, str(graph_file))
             parity = _parity(graph_file, adapter, feeds, tolerance or PARITY_TOLERANCE)
             trt = _tensorrt_rtx(graph_file) if tensorrt_rtx else None
@@ -156,6 +168,8 @@ def export_onnx(
                 seconds={"trace": traced - started, "total": finished - started},
                 ops=op_counts(proto),
                 tensorrt_rtx=trt,
+                seed=seed,
+                weights_sha256=fingerprint,
             )
             parity.raise_if_failed(f"{output.name}: onnxruntime vs PyTorch")
             os.replace(graph_file, temps[0])

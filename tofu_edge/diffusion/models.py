@@ -10,6 +10,7 @@ import torch
 from diffusers import DiTTransformer2DModel, PixArtTransformer2DModel, UNet2DConditionModel
 
 from tofu_edge.errors import CheckpointError, UnknownModelError, UnsupportedModelError
+from tofu_edge.weights import seeded
 
 __all__ = ["PRESETS", "create_diffusion_model"]
 
@@ -71,8 +72,8 @@ def create_diffusion_model(name: str | Path, *, subfolder: str | None = None, se
     """
     if str(name) in PRESETS:
         cls, config = PRESETS[str(name)]
-        torch.manual_seed(seed)
-        return cls(**config).eval()
+        with seeded(seed):
+            return cls(**config).eval()
     folder = Path(name) / (subfolder or "")
     if not (folder / "config.json").is_file():
         raise UnknownModelError(

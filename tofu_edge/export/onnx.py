@@ -36,6 +36,7 @@ from tofu_edge.models import create_model
 from tofu_edge.patch import fuse, use_step
 from tofu_edge.plan import FusionPlan
 from tofu_edge.versions import EXPORT_PACKAGES, package_versions
+from tofu_edge.weights import seeded, weights_fingerprint
 
 __all__ = ["ExportReport", "export_onnx"]
 
@@ -61,6 +62,8 @@ class ExportReport:
     seconds: dict[str, float]
     ops: dict[str, int]
     int8: Int8Report | None = None
+    seed: int | None = None
+    weights_sha256: str | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -77,6 +80,8 @@ class ExportReport:
             "seconds": self.seconds,
             "ops": self.ops,
             "int8": self.int8.to_dict() if self.int8 is not None else None,
+            "seed": self.seed,
+            "weights_sha256": self.weights_sha256,
             "versions": package_versions(EXPORT_PACKAGES),
         }
 
@@ -97,6 +102,7 @@ def export_onnx(
     flavor: Flavor | str = Flavor.PORTABLE,
     int8: Int8Config | None = None,
     calibration_progress: Callable[[int, int], None] | None = None,
+    seed: int = 0,
 ) -> ExportReport:
     """Fuse a timm ViT, export it to portable ONNX, check it, and write ``output`` and ``<stem>.json``.
 
@@ -125,6 +131,9 @@ def export_onnx(
             metadata and report gain an ``int8`` entry. The float model before quantization stays in a temporary
             folder.
         calibration_progress: Called with (calibration images done, total) while a calibrated recipe runs.
+        seed: Seed of the random weights of a model created by name (the same seed, the same file); recorded in the
+            metadata as ``tofu_edge.seed`` when no weights are loaded, beside the weights' fingerprint
+            ``tofu_edge.weights_sha256`` (`tofu_edge.weights`), which every export records.
 
     Returns:
         The report.
@@ -148,11 +157,15 @@ def export_onnx(
     report_path = output.with_suffix(".json")
 
     if isinstance(model, str):
-        name, module = model, create_model(model, img_size=img_size, pretrained=pretrained)
+        with seeded(seed):
+            name, module = model, create_model(model, img_size=img_size, pretrained=pretrained)
     else:
         name, module = type(model).__name__, copy.deepcopy(model).eval()
     if checkpoint is not None:
         load_checkpoint(module, checkpoint)
+    fingerprint = weights_fingerprint(module)
+    random_weights = isinstance(model, str) and checkpoint is None and not pretrained
+    seed_used = seed if random_weights else None  # loaded weights (or a model object's) were not drawn from it
     reference = copy.deepcopy(module) if int8 is not None else None  # the unfused float model, for the INT8 report
     use_step(fuse(module, config or FusionConfig()), "torch")  # the standard-op step, whatever the device
     name = module.tofu_plan.arch.name if isinstance(model, str) else name
@@ -172,6 +185,7 @@ def export_onnx(
     proto = convert_opset(proto, opset)
     proto = check_portable(proto, dynamic_batch) if flavor is Flavor.PORTABLE else check_plugin_graph(proto)
     set_metadata(proto, _metadata(name, module.tofu_plan, input_shape, dynamic_batch, flavor))
+    set_metadata(proto, _weights_metadata(seed_used, fingerprint))
 
     scratch = tempfile.TemporaryDirectory(prefix="tofu-edge-int8-") if int8 is not None else contextlib.nullcontext()
     with atomic_outputs(output, report_path) as (onnx_tmp, report_tmp), scratch as folder:
@@ -218,6 +232,8 @@ def export_onnx(
             seconds={"trace": traced - started, "total": finished - started},
             ops=op_counts(proto),
             int8=int8_report,
+            seed=seed_used,
+            weights_sha256=fingerprint,
         )
         parity.raise_if_failed(f"{output.name}: onnxruntime vs PyTorch")
         if int8_report is not None:
@@ -277,3 +293,8 @@ def _metadata(
         "tofu_edge.input_shape": json.dumps(["batch" if dynamic_batch else input_shape[0], *input_shape[1:]]),
         "tofu_edge.versions": json.dumps(package_versions(EXPORT_PACKAGES)),
     }
+
+
+def _weights_metadata(seed: int | None, fingerprint: str) -> dict[str, str]:
+    """Where the weights came from: the seed they were drawn with (none for a model object) and their fingerprint."""
+    return {"tofu_edge.weights_sha256": fingerprint} | ({} if seed is None else {"tofu_edge.seed": str(seed)})
