@@ -10,6 +10,7 @@ __all__ = [
     "UnknownModelError",
     "InputShapeError",
     "OutputError",
+    "DiskFullError",
     "CheckpointError",
     "ExportError",
     "ParityError",
@@ -48,6 +49,13 @@ class InputShapeError(TofuError, ValueError):
 
 class OutputError(TofuError, OSError):
     """An output path cannot be written."""
+
+
+class DiskFullError(OutputError):
+    """A write failed part-way for want of space (or past the file size limit); nothing was left behind, and the
+    command was right, so it exits 1 like a failed check rather than 2 like bad input."""
+
+    exit_code = 1
 
 
 class CheckpointError(TofuError, ValueError):

@@ -1,20 +1,36 @@
-"""Atomic file output: write beside the target, then rename, so a failure leaves nothing half-written."""
+"""Atomic file output: write beside the target, then rename, so a failure leaves nothing half-written.
+
+Two processes writing the same path each write their own temporary file and rename it into place; the rename is
+atomic, so the path always holds one whole file (the last one renamed), never a mix. A write that fails because the
+disk is full (or the process's file size limit, ``ulimit -f``, is reached) is one line naming the path.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from tofu_edge.errors import OutputError
+from tofu_edge.errors import DiskFullError, OutputError
 
 __all__ = ["atomic_outputs", "check_writable"]
+
+# errno -> what ran out, for the message of a write that failed part-way
+_FULL = {
+    errno.ENOSPC: "the disk is full (no space left on the device)",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EFBIG: "the file size limit is reached (ulimit -f)",
+}
 
 
 def check_writable(path: Path) -> None:
     """Fail early, before any work, when ``path`` cannot be written.
+
+    A file is created and removed in the folder, so a place where no file can be made (under ``/proc``, a
+    read-only mount) fails here too, whoever runs the command (root passes permission checks).
 
     Raises:
         OutputError: the folder cannot be created or written, or ``path`` is a folder.
@@ -27,6 +43,13 @@ def check_writable(path: Path) -> None:
         raise OutputError(f"cannot create the folder of {path}: {error.strerror}") from None
     if not os.access(path.parent, os.W_OK):
         raise OutputError(f"cannot write to {path.parent}: permission denied")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
+    except OSError as error:
+        reason = (error.strerror or type(error).__name__).lower()
+        raise OutputError(f"cannot create files in {path.parent} (for {path.name}): {reason}") from None
+    os.close(handle)
+    os.unlink(probe)
 
 
 def _umask() -> int:
@@ -42,6 +65,10 @@ def atomic_outputs(*paths: Path) -> Iterator[list[Path]]:
     Example:
         with atomic_outputs(model_path, report_path) as (tmp_model, tmp_report):
             write(tmp_model); write(tmp_report)
+
+    Raises:
+        DiskFullError: a write inside failed for want of space (ENOSPC, EDQUOT) or past the file size limit (EFBIG);
+            the message names the output path. Files already at ``paths`` are left as they were.
     """
     temps = []
     try:
@@ -54,6 +81,20 @@ def atomic_outputs(*paths: Path) -> Iterator[list[Path]]:
         for temp, path in zip(temps, paths, strict=True):
             os.chmod(temp, mode)
             os.replace(temp, path)
+    except OSError as error:
+        if error.errno not in _FULL:  # our own OutputErrors have no errno and pass through too
+            raise
+        raise DiskFullError(f"cannot write {_target(error, temps, paths)}: {_FULL[error.errno]}") from None
     finally:
         for temp in temps:
             temp.unlink(missing_ok=True)
+
+
+def _target(error: OSError, temps: list[Path], paths: tuple[Path, ...]) -> Path:
+    """The output path a failed write was for: the one whose temporary file failed, the file the error names
+    (a scratch file elsewhere), or the first output."""
+    failed = Path(error.filename) if isinstance(error.filename, str) else None
+    for temp, path in zip(temps, paths, strict=False):
+        if failed == temp:
+            return path
+    return failed if failed is not None else paths[0]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import onnx
 
 from tofu_edge.errors import ExportError
@@ -42,7 +44,7 @@ def convert_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
     try:
         converted = onnx.version_converter.convert_version(model, opset)
     except (RuntimeError, onnx.checker.ValidationError) as error:
-        raise ExportError(f"cannot convert the graph from opset {current} to {opset}: {error}") from None
+        raise ExportError(_conversion_message(str(error), current, opset)) from None
     for node in converted.graph.node:
         if node.op_type in _REDUCE_OPS and opset < 18:  # the converter leaves this opset-18 attribute behind
             kept = [a for a in node.attribute if a.name != "noop_with_empty_axes" or a.i != 0]
@@ -136,3 +138,18 @@ def _reduction(node: onnx.NodeProto) -> str:
         if attribute.name == "reduction":
             return attribute.s.decode()
     return "none"
+
+
+def _conversion_message(error: str, current: int, opset: int) -> str:
+    """onnx's converter error (``.../BaseConverter.h:66: adapter_lookup: Assertion `false` failed: No Adapter From
+    Version $18 for Split``) in our words: which op, and which opset works."""
+    works = f"export with --opset {current}, the opset this graph was traced in"
+    missing = re.search(r"No Adapter (?:From|for) Version \$?(\d+) for (\w+)", error)
+    if missing:
+        op = missing.group(2)
+        return (
+            f"opset {opset} cannot hold this graph: its {op} nodes have the opset-{missing.group(1)} form and ONNX's "
+            f"converter cannot take {op} down to opset {opset}; {works}"
+        )
+    reason = error.strip().splitlines()[0].rsplit("failed: ", 1)[-1] if error.strip() else "no reason given"
+    return f"cannot convert the graph from opset {current} to {opset} ({reason}); {works}"
