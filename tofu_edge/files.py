@@ -1,7 +1,9 @@
 """Atomic file output: write beside the target, then rename, so a failure leaves nothing half-written.
 
 Two processes writing the same path each write their own temporary file and rename it into place; the rename is
-atomic, so the path always holds one whole file (the last one renamed), never a mix. A write that fails because the
+atomic, so the path always holds one whole file (the last one renamed), never a mix. The renames of one set of
+outputs (a model and its report) run under a lock on their folder, so two writers never leave the model of one
+beside the report of the other. A write that fails because the
 disk is full (or the process's file size limit, ``ulimit -f``, is reached) is one line naming the path.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import tempfile
 from collections.abc import Iterator
@@ -78,9 +81,10 @@ def atomic_outputs(*paths: Path) -> Iterator[list[Path]]:
             temps.append(Path(name))
         yield temps
         mode = 0o666 & ~_umask()  # what a plain open() would give, not mkstemp's owner-only 0o600
-        for temp, path in zip(temps, paths, strict=True):
-            os.chmod(temp, mode)
-            os.replace(temp, path)
+        with _folders_locked(paths):
+            for temp, path in zip(temps, paths, strict=True):
+                os.chmod(temp, mode)
+                os.replace(temp, path)
     except OSError as error:
         if error.errno not in _FULL:  # our own OutputErrors have no errno and pass through too
             raise
@@ -98,3 +102,25 @@ def _target(error: OSError, temps: list[Path], paths: tuple[Path, ...]) -> Path:
         if failed == temp:
             return path
     return failed if failed is not None else paths[0]
+
+
+@contextlib.contextmanager
+def _folders_locked(paths: tuple[Path, ...]) -> Iterator[None]:
+    """An exclusive ``flock`` on each folder of ``paths`` (sorted, so two writers cannot deadlock), released on exit.
+
+    Locking the folder itself leaves no lock file behind. Where a folder cannot be locked (a file system without
+    ``flock``) the renames go ahead unlocked: each file is still whole, only a set of several may mix.
+    """
+    with contextlib.ExitStack() as stack:
+        for folder in sorted({str(path.parent.resolve()) for path in paths}):
+            try:
+                handle = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+            except OSError:
+                continue
+            stack.callback(os.close, handle)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            except OSError:
+                continue
+            stack.callback(fcntl.flock, handle, fcntl.LOCK_UN)
+        yield
