@@ -16,9 +16,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from tests.cli.test_bench_files import classifier_file
+from tofu_edge.cli import app
 from tofu_edge.errors import DiskFullError
 from tofu_edge.files import atomic_outputs
 
@@ -28,6 +31,7 @@ SIZE_LIMIT = "the file size limit is reached (ulimit -f)"
 DISK_FULL = "the disk is full (no space left on the device)"
 BENCH = ["--warmup", "0", "--iterations", "2", "--threads", "1"]
 EXPORT = ["deit_tiny_patch16_224", "--img-size", "32"]
+MODEL_ARGS = EXPORT  # a model name timed in eager torch
 EXPORT_LIMIT = 1 << 20  # bytes: the tiny ViT's ONNX file is ~22 MB, its report a few kB
 
 
@@ -158,3 +162,40 @@ def test_export_on_a_full_disk(small_disk):
     assert result.returncode == 1, result.stderr
     assert result.stderr.strip() == f"error: cannot write {output}: {DISK_FULL}"
     assert output.read_text() == OLD and sorted(p.name for p in small_disk.iterdir()) == ["filler", "m.onnx"]
+
+
+# --- in this process, on a full tmpfs: only writes into it fail -------------------------------------------------
+
+
+def assert_one_line_disk_full(result, path: Path) -> None:
+    assert result.exit_code == 1, result.output
+    assert result.stderr == f"error: cannot write {path}: {DISK_FULL}\n"
+    assert path.read_text() == OLD and sorted(p.name for p in path.parent.iterdir()) == ["filler", path.name]
+
+
+def test_build_on_a_full_disk(stub_trt, tiny_onnx, small_disk):
+    output = small_disk / "m.engine"
+    output.write_text(OLD)
+    fill(small_disk)
+    result = CliRunner(env={"TOFU_EDGE_PLUGINS": None}).invoke(app, ["build", str(tiny_onnx), "-o", str(output)])
+    assert_one_line_disk_full(result, output)
+
+
+def test_visualize_on_a_full_disk(tmp_path, small_disk):
+    from PIL import Image
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(photo)
+    output = small_disk / "fused.png"
+    output.write_text(OLD)
+    fill(small_disk)
+    args = ["visualize", "deit_tiny_patch16_224", str(photo), "--img-size", "32", "--r", "1,1", "-o", str(output)]
+    assert_one_line_disk_full(CliRunner().invoke(app, args), output)
+
+
+def test_bench_plot_on_a_full_disk(small_disk):
+    plot = small_disk / "speed.png"
+    plot.write_text(OLD)
+    fill(small_disk)
+    result = CliRunner().invoke(app, ["bench", *MODEL_ARGS, "--sweep", "r=0,1", "--clamp", *BENCH, "--plot", str(plot)])
+    assert_one_line_disk_full(result, plot)
