@@ -141,22 +141,29 @@ def test_run_refuses_a_diffusion_step_in_one_line(tmp_path):
     assert "tofu-edge bench" in result.stderr and result.stderr.count("\n") == 1
 
 
+VIT = ["export", "deit_tiny_patch16_224", "--img-size", "32", "--r", "1", "--clamp"]
+FLAVOURS = {  # what each kind of file tofu-edge writes is exported with, and the precision bench must report
+    "portable": (VIT, "fp32"),
+    "plugin": ([*VIT, "--flavor", "plugin"], "fp32"),
+    "int8-onnxruntime-cpu": ([*VIT, "--int8"], "int8"),
+    "int8-tensorrt": ([*VIT, "--int8", "--int8-target", "tensorrt"], "int8"),
+    "int8-plugin-tensorrt": ([*VIT, "--flavor", "plugin", "--int8", "--int8-target", "tensorrt"], "int8"),
+    **{
+        preset: (["diffusion", "export", preset, "--parity-runs", "1"], "fp32")
+        for preset in ("tiny-unet", "tiny-dit", "tiny-pixart")
+    },
+}
+
+
 @pytest.mark.slow
-def test_bench_times_a_real_diffusion_export(tmp_path):
-    output = tmp_path / "dit.onnx"
-    exported = runner.invoke(app, ["diffusion", "export", "tiny-dit", "-o", str(output), "--parity-runs", "1"])
+@pytest.mark.parametrize("flavour", sorted(FLAVOURS))
+def test_bench_times_every_kind_of_file_tofu_edge_writes(tmp_path, flavour):
+    args, precision = FLAVOURS[flavour]
+    output = tmp_path / f"{flavour}.onnx"
+    exported = runner.invoke(app, [*args, "-o", str(output)])
     assert exported.exit_code == 0, exported.output
-    metadata = {p.key: p.value for p in onnx.load(str(output), load_external_data=False).metadata_props}
-    assert json.loads(metadata["tofu_edge.input_ranges"]) == {"timestep": [0, 1000], "class_labels": [0, 10]}
     header, row = bench_json(output)
-    assert row["variant"] == "dit" and row["batch"] == 1 and header["precision"] == "fp32"
-
-
-@pytest.mark.slow
-def test_bench_times_an_int8_export(tmp_path):
-    output = tmp_path / "m.onnx"
-    args = ["export", "deit_tiny_patch16_224", "--img-size", "32", "-o", str(output), "--int8"]
-    exported = runner.invoke(app, args)
-    assert exported.exit_code == 0, exported.output
-    header, _ = bench_json(output)
-    assert header["precision"] == "int8"
+    assert header["precision"] == precision and row["variant"] == flavour and row["stats"]["samples"] == 3
+    if flavour == "tiny-dit":
+        entries = {p.key: p.value for p in onnx.load(str(output), load_external_data=False).metadata_props}
+        assert json.loads(entries["tofu_edge.input_ranges"]) == {"timestep": [0, 1000], "class_labels": [0, 10]}
