@@ -32,8 +32,8 @@ _FULL = {
 def check_writable(path: Path) -> None:
     """Fail early, before any work, when ``path`` cannot be written.
 
-    A file is created and removed in the folder, so a place where no file can be made (under ``/proc``, a
-    read-only mount) fails here too, whoever runs the command (root passes permission checks).
+    A file is created and removed in the folder: a place where no file can be made (no permission, a read-only
+    mount, under ``/proc``) fails here, whoever runs the command (root passes ``os.access`` checks there).
 
     Raises:
         OutputError: the folder cannot be created or written, or ``path`` is a folder.
@@ -44,8 +44,6 @@ def check_writable(path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise OutputError(f"cannot create the folder of {path}: {error.strerror}") from None
-    if not os.access(path.parent, os.W_OK):
-        raise OutputError(f"cannot write to {path.parent}: permission denied")
     try:
         handle, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
     except OSError as error:
