@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -103,3 +104,18 @@ def test_exports_in_two_fresh_processes_are_byte_identical(tmp_path):
         command = [sys.executable, "-c", CLI, "export", *MODEL, "-o", str(tmp_path / f"{name}.onnx")]
         subprocess.run(command, check=True, capture_output=True, timeout=300)
     assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+
+
+def test_visualize_twice_draws_the_same_picture_and_another_seed_another(tmp_path):
+    from PIL import Image
+
+    photo = tmp_path / "photo.png"
+    pixels = np.random.default_rng(0).integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(photo)
+    pictures = []
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        args = ["visualize", *MODEL, str(photo), "--r", "1,1", "--seed", str(seed), "-o", str(tmp_path / f"{name}.png")]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        pictures.append((tmp_path / f"{name}.png").read_bytes())
+    assert pictures[0] == pictures[1] != pictures[2]

@@ -30,6 +30,9 @@ def visualize_command(
     img_size: ImgSizeOption = None,
     checkpoint: CheckpointOption = None,
     pretrained: Annotated[bool, typer.Option(help="timm's hub weights (needs a network).")] = False,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the random weights (without --checkpoint or --pretrained): the same picture.")
+    ] = 0,
     colours: Annotated[
         GroupColours,
         typer.Option(help="average: each group's mean colour (ToMe); random: one random colour per group."),
@@ -49,9 +52,11 @@ def visualize_command(
     from tofu_edge.models import create_model
     from tofu_edge.patch import fuse
     from tofu_edge.visualize import visualize_fusion
+    from tofu_edge.weights import seeded
 
     config = fusion.config()
-    module = create_model(model, img_size=img_size, pretrained=pretrained)
+    with seeded(seed):
+        module = create_model(model, img_size=img_size, pretrained=pretrained)
     if checkpoint is not None:
         load_checkpoint(module, checkpoint)
     fuse(module, config)
