@@ -44,8 +44,13 @@ def test_an_export_records_the_seed_and_the_fingerprint_of_the_weights_it_drew(t
 
 
 @pytest.mark.slow
-def test_the_same_export_twice_writes_byte_identical_files(tmp_path):
-    first, second = export(tmp_path / "a.onnx"), export(tmp_path / "b.onnx")
+@pytest.mark.parametrize(
+    "flavour",
+    [[], ["--flavor", "plugin"], ["--int8"], ["--int8", "--int8-target", "tensorrt"]],
+    ids=["portable", "plugin", "int8-onnxruntime-cpu", "int8-tensorrt"],
+)
+def test_the_same_export_twice_writes_byte_identical_files(tmp_path, flavour):
+    first, second = export(tmp_path / "a.onnx", *flavour), export(tmp_path / "b.onnx", *flavour)
     assert first.read_bytes() == second.read_bytes()
     assert metadata(first)["tofu_edge.seed"] == "0"
 
