@@ -94,7 +94,19 @@ class OpsRunner:
         Shapes:
             returns: [B, ...] what the model returns (logits, or features for a model without a head)
         """
-        model = fuse(self._model, self.config(ops))
+        return self.outputs(self.config(ops))
+
+    def outputs(self, config: FusionConfig) -> torch.Tensor:
+        """The model's outputs fused with any ``config`` (its own schedule too), restarting from the blocks it
+        shares with the config run before it (`tofu-edge tune` scores many schedules this way).
+
+        Raises:
+            ScheduleError: the schedule cannot be carried out on the model.
+
+        Shapes:
+            returns: [B, ...] what the model returns (logits, or features for a model without a head)
+        """
+        model = fuse(self._model, config)
         plan = model.tofu_plan.blocks
         start = self._shared_prefix(plan)
         self._plan = None  # until this run is complete, the states match no plan

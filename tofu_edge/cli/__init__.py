@@ -13,6 +13,7 @@ from tofu_edge.cli.evaluate import eval_command
 from tofu_edge.cli.export import export_command
 from tofu_edge.cli.plan import plan_command
 from tofu_edge.cli.run import run_command
+from tofu_edge.cli.tune import tune_command
 from tofu_edge.cli.visualize import visualize_command
 
 __all__ = ["app", "main"]
@@ -31,6 +32,7 @@ app.command("run")(one_line_errors(run_command))
 app.command("bench")(one_line_errors(bench_command))
 app.command("eval")(one_line_errors(eval_command))
 app.command("visualize")(one_line_errors(visualize_command))
+app.command("tune")(one_line_errors(tune_command))
 app.add_typer(diffusion_app, name="diffusion")
 
 
