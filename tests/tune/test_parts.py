@@ -130,3 +130,19 @@ def test_cache_resumes_only_in_its_own_context(tmp_path):
     with pytest.raises(ConfigError, match="not a tuning cache"):
         TuneCache(path, {"batch": 1}, resume=True)
     assert json.loads(json.dumps(cache.context)) == {"batch": 1}
+
+
+def test_unreadable_photos_are_skipped_and_none_usable_is_one_error(tmp_path):
+    from tests.measure.test_accuracy import make_folder
+    from tofu_edge.errors import TofuError
+    from tofu_edge.tune.images import tuning_images
+
+    folder = make_folder(tmp_path, classes=("photos",), per_class=2) / "photos"
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    model = create_model("deit_tiny_patch16_224", img_size=32)
+    images, labels, unreadable = tuning_images(model, folder, limit=10)
+    assert images.shape == (2, 3, 32, 32) and labels is None and unreadable == 1
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "a.png").write_text("text, not an image")
+    with pytest.raises(TofuError, match="holds no image that can be read"):
+        tuning_images(model, tmp_path / "junk", limit=10)

@@ -51,6 +51,7 @@ def test_tune_finds_a_timed_choice_and_remeasures_it(photos, tmp_path):
     assert report.front and report.front[0].speedup >= report.front[-1].speedup
     payload = json.loads(json.dumps(report.to_dict()))
     assert payload["chosen"]["name"] == report.chosen.candidate.name and payload["phases"]["done"] <= 60
+    assert "final round" in payload["phases"] or report.chosen.candidate.config is None
     assert report.plot(tmp_path / "front.png").read_bytes().startswith(PNG_SIGNATURE)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from tofu_edge.tune.report import TuneReport
 from tofu_edge.tune.run import DEFAULT_IMAGES, tune
-from tofu_edge.tune.search import TuneSettings
+from tofu_edge.tune.settings import TuneSettings
 from tofu_edge.tune.target import Fidelity, Target, TargetKind
 
 __all__ = ["tune", "TuneReport", "TuneSettings", "Target", "TargetKind", "Fidelity", "DEFAULT_IMAGES"]

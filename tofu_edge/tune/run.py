@@ -9,8 +9,10 @@ from pathlib import Path
 import torch
 
 from tofu_edge.tune.cache import TuneCache
+from tofu_edge.tune.images import tuning_images
 from tofu_edge.tune.report import TuneReport
-from tofu_edge.tune.search import Progress, Tuner, TuneSettings, tuning_images
+from tofu_edge.tune.search import Progress, Tuner
+from tofu_edge.tune.settings import TuneSettings
 from tofu_edge.tune.target import Target
 
 __all__ = ["tune", "DEFAULT_IMAGES"]
@@ -66,7 +68,7 @@ def tune(
             load_checkpoint(network, checkpoint)
     else:
         network, model = model.eval(), getattr(model, "pretrained_cfg", {}).get("architecture", type(model).__name__)
-    pictures, labels = tuning_images(network, None if images is None else Path(images), limit)
+    pictures, labels, unreadable = tuning_images(network, None if images is None else Path(images), limit)
     context = {
         "model": model,
         "img_size": img_size,
@@ -77,6 +79,8 @@ def tune(
     cache = TuneCache(Path(cache_path), context, resume)
     tuner = Tuner(network, describe_vit(network), pictures, labels, target, settings, cache, progress, started)
     outcome = tuner.run()
+    if unreadable:
+        outcome.notes.insert(0, f"{unreadable} image files could not be read and were skipped")
     return TuneReport(
         model=model,
         img_size=img_size,

@@ -9,10 +9,11 @@ The search runs in budgeted phases (`Tuner`):
 3. **Step operations.** The schedules the target ranks best are scored again with ToMe's mean, ``tofu`` switches
    and, while the budget allows, the per-block operations ``calibrate`` picks (sharing their leading blocks).
 4. **Measurements.** The best-ranked candidate that is predicted to meet the target and is not yet timed is
-   timed, the cost model refitted, and so on until no untimed candidate could beat the best timed one, or the
-   budget is spent. Only timed candidates can be chosen.
-5. **Re-measure.** The choice is timed once more against the unfused model in a fresh run; both figures are
-   reported.
+   timed, the cost model refitted, and so on until no untimed candidate could beat the best timed one (for a
+   fidelity target: none is predicted within `SPEED_NOISE` of its speed), or the budget is spent. Only timed
+   candidates can be chosen.
+5. **Final round.** The choice and up to two runners-up are timed once more, side by side with the unfused model
+   in one fresh run, and the best of them by that run is the pick; its first and final figures are both reported.
 """
 
 from __future__ import annotations
@@ -21,13 +22,11 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
 from tofu_edge.arch import ViTArch
 from tofu_edge.calibrate import calibrate_ops
-from tofu_edge.choices import Backend, Device, parse_choice
 from tofu_edge.errors import ConfigError, ParityError
 from tofu_edge.tune.cache import TuneCache
 from tofu_edge.tune.candidates import Candidate, op_variants, token_schedules, unfused_candidate, with_ops
@@ -35,75 +34,19 @@ from tofu_edge.tune.cost import CostModel
 from tofu_edge.tune.fidelity import FidelityScorer
 from tofu_edge.tune.latency import LatencyLab, Measurement
 from tofu_edge.tune.points import Point, rank
+from tofu_edge.tune.settings import TuneSettings
 from tofu_edge.tune.target import Fidelity, Target, TargetKind
 
-__all__ = ["TuneSettings", "Tuner", "SearchOutcome"]
+__all__ = ["Tuner", "SearchOutcome"]
 
 FIDELITY_SHARE = 0.30  # of the budget: scoring the token schedules
 OPS_SHARE = 0.55  # the step-operation phase starts no later than this share of the budget
 SHORTLIST = 3  # schedules whose step operations are tried
 SEED_TRIES = 3  # schedules tried for a seed whose export fails its parity check
-SPEED_MARGIN = 0.97  # a predicted speed within 3 % of the target is still worth timing
+SPEED_MARGIN = 0.97
+SPEED_NOISE = 0.05  # timings of one candidate in separate runs differ by up to about this much on a CPU
+FINALISTS = 3  # timed again side by side at the end  # a predicted speed within 3 % of the target is still worth timing
 Progress = Callable[[str, float], None]  # (phase, fraction of the budget spent)
-
-
-@dataclass(frozen=True)
-class TuneSettings:
-    """Where and how to tune.
-
-    Args:
-        backend: ``onnxruntime``, ``torch`` or ``tensorrt``.
-        device: ``cpu`` or ``cuda`` (torch; onnxruntime's provider).
-        batch: Images per call of the timed model.
-        threads: Intra-op threads (``None``: the runtime's default).
-        compile: torch: time ``torch.compile``d models.
-        int8: onnxruntime: INT8 Linear layers as one more axis.
-        budget_s: Wall-clock budget of the whole search.
-        measure_s: Seconds of each interleaved timing run (``None``: 2 % of the budget, 0.5 to 10 s).
-    """
-
-    backend: Backend = Backend.ONNXRUNTIME
-    device: Device = Device.CPU
-    batch: int = 1
-    threads: int | None = None
-    compile: bool = False
-    int8: bool = False
-    budget_s: float = 600.0
-    measure_s: float | None = None
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "backend", parse_choice(Backend, self.backend, "backend"))
-        object.__setattr__(self, "device", parse_choice(Device, self.device, "device"))
-        if self.budget_s <= 0:
-            raise ConfigError(f"--budget-min must be > 0, got {self.budget_s / 60:g}")
-        if self.int8 and self.backend is not Backend.ONNXRUNTIME:
-            raise ConfigError("--int8 is an axis of the onnxruntime backend (INT8 engines: export --int8, then build)")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"--threads must be >= 1, got {self.threads}")
-
-    def check_backend(self) -> None:
-        """Fail before any work when the backend or device is not installed.
-
-        Raises:
-            TofuError: TensorRT, onnxruntime's provider or torch's CUDA is missing.
-        """
-        from tofu_edge.measure.variant_runners import check_backend
-
-        check_backend(self.backend, self.device, None, False, self.batch)
-
-    @property
-    def timing_seconds(self) -> float:
-        return self.measure_s if self.measure_s is not None else min(10.0, max(0.5, 0.02 * self.budget_s))
-
-    def context(self) -> dict:
-        """What measurements depend on, for the cache."""
-        return {
-            "backend": self.backend.value,
-            "device": self.device.value,
-            "batch": self.batch,
-            "threads": self.threads,
-            "compile": self.compile,
-        }
 
 
 @dataclass
@@ -204,7 +147,7 @@ class Tuner:
             self._score_operations()
             self._measure_best()
             chosen, met = self._choose()
-            remeasured = self._remeasure(chosen)
+            chosen, remeasured = self._final_round(chosen, met)
         self._phase("done")
         return SearchOutcome(
             list(self.points.values()), chosen, met, remeasured, self.unfused_ms, self.notes, self._phases
@@ -280,8 +223,8 @@ class Tuner:
             ranked = rank(list(self.points.values()), self.target, self.labelled)
             best = next((p for p in ranked if p.measured and p.meets(self.target, self.unfused_ms)), None)
             untimed = [p for p in ranked if not p.measured and p.meets(self.target, self.unfused_ms, SPEED_MARGIN)]
-            if best is not None:  # only what ranks above the best timed point can still improve the choice
-                untimed = [p for p in untimed if ranked.index(p) < ranked.index(best)]
+            if best is not None:  # only what ranks above the best timed point (or ties it within noise) can win
+                untimed = [p for p in untimed if ranked.index(p) < ranked.index(best) or self._within_noise(p, best)]
             if not untimed:
                 return
             if self.left_s() < self._measurement_cost_s(1) + self._reserve_s():
@@ -308,15 +251,41 @@ class Tuner:
             return None, False
         return min(timed, key=lambda p: self._shortfall(p)), False
 
-    def _remeasure(self, chosen: Point | None) -> Measurement | None:
-        """Phase 5: the choice timed once more against the unfused model, in a fresh run."""
+    def _final_round(self, chosen: Point | None, met: bool) -> tuple[Point | None, Measurement | None]:
+        """Phase 5: the choice and the runners-up timed once more, side by side in one fresh run; the pick is the
+        best of them by that run (timings from separate runs differ by a few per cent on a CPU, the ranking
+        within one run much less). Returns the pick and its final measurement."""
         if chosen is None:
-            return None
-        if chosen.candidate.config is None and not chosen.candidate.int8:
-            return chosen.measurement  # the unfused model against itself: 1.0 by definition
-        self._phase("re-measure")
+            return None, None
+        timed = [p for p in self.points.values() if p.measured and p.fidelity is not None]
+        ranked = [p for p in rank(timed, self.target, self.labelled) if p.meets(self.target, self.unfused_ms)]
+        finalists = ranked[:FINALISTS] if met else [chosen]
+        fused = [p.candidate for p in finalists if p.candidate.config is not None or p.candidate.int8]
+        if not fused:
+            return chosen, chosen.measurement  # the unfused model against itself: 1.0 by definition
+        self._phase("final round")
         seconds = max(self.settings.timing_seconds, min(2 * self.settings.timing_seconds, self.left_s() - 1.0))
-        return self.lab.measure(self.unfused, [chosen.candidate], seconds)[chosen.candidate.key]
+        final = self.lab.measure(self.unfused, fused, seconds)
+        unfused_ms = next(iter(final.values())).unfused_ms
+        trial = {}
+        for point in finalists:
+            again = final.get(point.candidate.key) or Measurement(1.0, unfused_ms, unfused_ms, 0)
+            trial[point.candidate.key] = Point(point.candidate, point.fidelity, measurement=again)
+        again_ranked = rank(list(trial.values()), self.target, self.labelled)
+        meeting = [p for p in again_ranked if p.meets(self.target, unfused_ms)]
+        if met and not meeting:
+            self.notes.append(f"timed again, no finalist met {self.target.describe()}: keeping the first timing's pick")
+        pick = meeting[0] if meeting else trial[chosen.candidate.key]
+        if pick.candidate.key != chosen.candidate.key:
+            self.notes.append(
+                f"the final round put {pick.candidate.name} ahead of {chosen.candidate.name} (one run, side by side)"
+            )
+        return self.points[pick.candidate.key], pick.measurement
+
+    def _within_noise(self, point: Point, best: Point) -> bool:
+        """For a fidelity target: an untimed point predicted about as fast as the best timed one (timings of
+        separate runs differ by a few per cent) is worth timing too."""
+        return not self.target.wants_speed and point.speedup >= best.speedup * (1.0 - SPEED_NOISE)
 
     # -- helpers ----------------------------------------------------------------------------------------------------
 
@@ -437,31 +406,3 @@ def _coarse_to_fine(count: int) -> list[int]:
                 seen.add(index)
     order += [i for i in range(count) if i not in seen]
     return order
-
-
-def tuning_images(model: torch.nn.Module, folder: Path | None, limit: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The images of a flat or ImageFolder folder (``None``: the ImageNet photos ``foolbox`` ships), preprocessed
-    for the model, and their labels (``None`` when unlabelled).
-
-    Raises:
-        TofuError: the folder is missing, holds no images, or an image cannot be read.
-
-    Shapes:
-        returns: [N, 3, H, W], [N]
-    """
-    from timm.data import create_transform
-
-    from tofu_edge.errors import TofuError
-    from tofu_edge.images import bundled_photo_folder, data_config, photo_images
-    from tofu_edge.measure.dataset import find_images, image_batches
-
-    if limit < 1:
-        raise ConfigError(f"--limit must be >= 1, got {limit}")
-    if folder is None:
-        bundled = bundled_photo_folder()
-        if bundled is None:
-            raise TofuError("give a folder of photos to tune on (or install foolbox for its ImageNet samples)")
-        return photo_images(model, bundled, limit=limit, pattern="imagenet_*"), None
-    dataset = find_images(folder, limit=limit)
-    images, labels = zip(*image_batches(dataset, create_transform(**data_config(model)), batch=64), strict=True)
-    return torch.cat(images), torch.cat(labels) if dataset.labelled else None
