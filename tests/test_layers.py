@@ -23,6 +23,7 @@ LAYERS = {
     "stats": "core",
     "versions": "core",
     "ops": "ops",
+    "weights": "ops",  # seeded creation and fingerprints of torch weights: no fusion in it, usable from every layer
     "patch": "patch",
     "models": "patch",
     "checkpoint": "patch",
@@ -31,6 +32,7 @@ LAYERS = {
     "engine": "engine",
     "measure": "measure",
     "calibrate": "tools",
+    "tune": "tools",
     "visualize": "tools",
     "diffusion": "diffusion",
     "cli": "cli",

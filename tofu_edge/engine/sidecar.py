@@ -26,6 +26,7 @@ __all__ = [
     "BatchProfile",
     "OnnxInfo",
     "inspect_onnx",
+    "onnx_precision",
     "resolve_profile",
     "preprocess_for",
     "sidecar_path",
@@ -249,3 +250,11 @@ def check_input_shape(spec: TensorSpec, shape: tuple[int, ...], profile: BatchPr
             raise InputShapeError(
                 f"input {spec.name!r}: batch {got} is outside the engine's profile [{profile.min}, {profile.max}]"
             )
+
+
+def onnx_precision(metadata: dict) -> str:
+    """``int8`` for a file the INT8 exporter wrote (its ``tofu_edge.int8`` entry in ``metadata`` as `inspect_onnx`
+    reads it, prefix removed), else ``fp32``."""
+    from tofu_edge.export.quantize import INT8_METADATA_KEY
+
+    return "int8" if metadata.get(INT8_METADATA_KEY.removeprefix(METADATA_PREFIX)) else "fp32"

@@ -9,7 +9,6 @@ from tofu_edge.choices import Backend, Device, OrtProvider
 from tofu_edge.engine.feeds import example_feeds
 from tofu_edge.errors import ConfigError
 from tofu_edge.export import available_provider, ort_session
-from tofu_edge.export.quantize import INT8_METADATA_KEY
 from tofu_edge.measure.latency import Runner, engine_runner, ort_runner, torch_runner
 
 __all__ = ["check_backend", "model_runner", "file_runner", "SEED"]
@@ -103,4 +102,6 @@ def file_runner(name, path, backend, provider, batch, timing, plugins, stack) ->
 
 def _precision(metadata: dict) -> str:
     """``int8`` for a file `export_onnx` quantized (its ``tofu_edge.int8`` entry), else ``fp32``."""
-    return "int8" if metadata.get(INT8_METADATA_KEY.removeprefix("tofu_edge.")) else "fp32"
+    from tofu_edge.engine.sidecar import onnx_precision  # the engine layer reads the exporter's keys
+
+    return onnx_precision(metadata)

@@ -170,8 +170,7 @@ class LatencyLab:
         return np.concatenate(chunks)
 
     def _int8_runner(self, candidate: Candidate) -> Runner:
-        from tofu_edge.export import export_onnx, ort_session
-        from tofu_edge.export.quantize import Int8Config
+        from tofu_edge.export import Int8Config, export_onnx, ort_session
 
         if self._backend is not Backend.ONNXRUNTIME:
             raise ConfigError("--int8 is an axis of the onnxruntime backend (INT8 engines: export --int8, then build)")
