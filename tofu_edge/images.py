@@ -10,6 +10,7 @@ import torch
 from timm.data import create_transform, resolve_data_config
 
 from tofu_edge.errors import TofuError
+from tofu_edge.image_file import read_rgb
 
 __all__ = [
     "data_config",
@@ -83,21 +84,14 @@ def photo_images(model: torch.nn.Module, folder: Path, limit: int = 8, pattern: 
 
 
 def load_image(path: str | Path, transform: Callable) -> torch.Tensor:
-    """Read an image file as RGB and apply ``transform`` (timm's evaluation preprocessing).
+    """Read an image file as 8-bit RGB, upright (`tofu_edge.image_file.read_rgb`), and apply ``transform``
+    (timm's evaluation preprocessing).
 
     Raises:
-        TofuError: the file is missing or is not an image PIL can read; the message names the file.
+        TofuError: the file is missing, is not an image Pillow can read, is damaged or too large; the message
+            names the file.
 
     Shapes:
         returns: [3, H, W]
     """
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.is_file():
-        raise TofuError(f"image {path} does not exist")
-    try:
-        with Image.open(path) as image:
-            return transform(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise TofuError(f"cannot read image {path}: {error}") from None
+    return transform(read_rgb(path))

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from tofu_edge.errors import InputShapeError, TofuError
+from tofu_edge.image_file import read_rgb
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -116,15 +117,13 @@ def load_input(path: str | Path, shape: tuple[int, ...], config: PreprocessConfi
     """An image file preprocessed for an engine input of ``shape``, or a ``.npy`` tensor used as it is.
 
     Raises:
-        TofuError: the file is missing or is not an image Pillow can read.
+        TofuError: the file is missing, is not an image Pillow can read, is damaged or too large.
         InputShapeError: a ``.npy`` tensor does not have the engine's ``[C, H, W]``.
 
     Shapes:
         shape: [B, 3, H, W] (the engine input; B may be -1 for a dynamic batch)
         returns: [1, 3, H, W], or the ``.npy`` tensor's own [B, 3, H, W]
     """
-    from PIL import Image, UnidentifiedImageError
-
     path = Path(path)
     if not path.is_file():
         raise TofuError(f"input file {path} does not exist")
@@ -138,11 +137,7 @@ def load_input(path: str | Path, shape: tuple[int, ...], config: PreprocessConfi
         return np.ascontiguousarray(tensor, dtype=np.float32)
     if len(shape) != 4 or shape[1] != 3:
         raise InputShapeError(f"the engine input {list(shape)} is not an RGB image batch [B, 3, H, W]")
-    try:
-        with Image.open(path) as image:
-            return preprocess_image(image, (int(shape[2]), int(shape[3])), config)
-    except (UnidentifiedImageError, OSError) as error:
-        raise TofuError(f"cannot read image {path}: {error}") from None
+    return preprocess_image(read_rgb(path), (int(shape[2]), int(shape[3])), config)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

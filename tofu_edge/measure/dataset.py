@@ -75,14 +75,47 @@ def find_images(root: str | Path, *, limit: int | None = None, numeric_labels: b
     samples = []
     for index, name in enumerate(classes):
         label = _label(name, root) if numeric_labels else index
-        samples += [(file, label) for file in _image_files((root / name).rglob("*"))]
+        samples += [(file, label) for file in _image_files(_walk(root / name, root))]
     if not samples:
         raise TofuError(f"dataset folder {root} has no {'/'.join(IMAGE_SUFFIXES)} files in its class subfolders")
     return ImageFolderSet(root=root, classes=classes, samples=tuple(_spread(samples, limit)))
 
 
 def _image_files(paths: Iterable[Path]) -> list[Path]:
-    return sorted(p for p in paths if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    """The image files among ``paths``, sorted, each file once (two links to one file count once)."""
+    files, seen = [], set()
+    for path in sorted(paths):
+        if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):
+            continue
+        real = path.resolve()
+        if real not in seen:
+            seen.add(real)
+            files.append(path)
+    return files
+
+
+def _walk(folder: Path, root: Path) -> Iterator[Path]:
+    """Every path under ``folder``, following linked folders (a class folder of links is common) but entering each
+    real folder once, and never the dataset ``root`` or a folder above it: a symlink loop ends here."""
+    above = {root.resolve(), *root.resolve().parents}
+    entered = set()
+    stack = [folder]
+    while stack:
+        current = stack.pop()
+        real = current.resolve()
+        if real in entered or real in above:
+            continue
+        entered.add(real)
+        try:
+            children = list(current.iterdir())
+        except OSError:  # unreadable, or a link to nowhere
+            continue
+        for child in children:
+            if child.name.startswith("."):
+                continue
+            yield child
+            if child.is_dir():
+                stack.append(child)
 
 
 def _spread(samples: list[tuple[Path, int]], limit: int | None) -> list[tuple[Path, int]]:
