@@ -8,6 +8,7 @@ from typing import TypeVar
 
 import typer
 
+from tofu_edge.cli.interrupts import Terminated, interrupted_exit_code, interrupted_message, signals_unwind
 from tofu_edge.errors import TofuError
 
 __all__ = ["one_line_errors"]
@@ -20,12 +21,17 @@ FULL_INSTALL_PACKAGES = ("torch", "timm", "torchvision", "onnxscript", "onnxrunt
 
 def one_line_errors(command: F) -> F:
     """Wrap a command so a `TofuError` prints ``error: <message>`` and exits with its code (2 usage, 1 check),
-    and a command that needs a package of the full install says so in one line on a device install."""
+    a command that needs a package of the full install says so in one line on a device install, and SIGTERM or
+    SIGINT unwind the command (its temporary files are removed) and exit 143 or 130 with one line."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
-            return command(*args, **kwargs)
+            with signals_unwind():
+                return command(*args, **kwargs)
+        except (Terminated, KeyboardInterrupt) as error:
+            typer.echo(f"error: {interrupted_message(error)}", err=True)
+            raise typer.Exit(interrupted_exit_code(error)) from None
         except TofuError as error:
             typer.echo(f"error: {error}", err=True)
             raise typer.Exit(error.exit_code) from None
