@@ -18,6 +18,7 @@ from tofu_edge.config import FusionConfig
 from tofu_edge.errors import ConfigError, InputShapeError
 from tofu_edge.images import data_config
 from tofu_edge.measure.dataset import find_images, image_batches
+from tofu_edge.measure.file_reference import check_same_weights, classifier_metadata, reference_model
 from tofu_edge.measure.variants import variant_name
 from tofu_edge.models import create_model
 from tofu_edge.patch import fuse, use_step
@@ -194,8 +195,8 @@ def evaluate(
         progress: Called with (images done, total) after every batch.
 
     Raises:
-        TofuError: bad model, schedule, checkpoint, dataset or image; a file for another input shape; a missing
-            runtime.
+        TofuError: bad model, schedule, checkpoint, dataset or image; a file for another input shape, another model,
+            other weights, or a diffusion step; a missing runtime.
     """
     if onnx_path is not None and engine_path is not None:
         raise ConfigError("pass --onnx or --engine, not both")
@@ -203,9 +204,14 @@ def evaluate(
     if device is Device.CUDA and not torch.cuda.is_available():
         raise ConfigError("--device cuda: torch sees no CUDA device (or this torch build has no CUDA)")
     dataset = find_images(data_dir, limit=limit, numeric_labels=numeric_labels)
-    reference = create_model(model, img_size=img_size)
-    if checkpoint is not None:
-        load_checkpoint(reference, checkpoint)
+    if onnx_path is not None:  # like with like: the file's seed, architecture and weights
+        onnx_path = Path(onnx_path)
+        metadata = classifier_metadata(onnx_path)
+        reference = reference_model(model, metadata, onnx_path, img_size=img_size, checkpoint=checkpoint)
+    else:
+        reference = create_model(model, img_size=img_size)
+        if checkpoint is not None:
+            load_checkpoint(reference, checkpoint)
     input_shape = (reference.patch_embed.proj.in_channels, *reference.patch_embed.img_size)
     top_label = max(label for _, label in dataset.samples)
     if reference.num_classes and top_label >= reference.num_classes:
@@ -218,7 +224,8 @@ def evaluate(
         fused = use_step(fuse(copy.deepcopy(reference), config), step)
         runs.append((variant_name(config), "pytorch", fused.tofu_plan, _torch_run(fused, device)))
     if onnx_path is not None:
-        runs.append((Path(onnx_path).name, "onnxruntime", None, _onnx_run(Path(onnx_path), input_shape)))
+        runs.append((onnx_path.name, "onnxruntime", None, _onnx_run(onnx_path, input_shape)))
+        check_same_weights(onnx_path, metadata, reference, checkpoint)  # after the input shape: that says more
     if engine_path is not None:
         runs.append((Path(engine_path).name, "tensorrt", None, _engine_run(Path(engine_path), plugins)))
 
@@ -262,6 +269,9 @@ def _onnx_run(path: Path, input_shape: tuple[int, ...]) -> Run:
     from tofu_edge.export import ort_session
 
     session = ort_session(path)
+    if len(session.get_inputs()) != 1:
+        names = ", ".join(spec.name for spec in session.get_inputs())
+        raise ConfigError(f"{path.name} takes several inputs ({names}), not one image batch: it is not a classifier")
     spec = session.get_inputs()[0]
     static_batch = spec.shape[0] if isinstance(spec.shape[0], int) else None
     if list(spec.shape[1:]) != list(input_shape):

@@ -1,0 +1,102 @@
+"""The PyTorch model an exported file is compared with, built like with like from the file's own metadata.
+
+An export records the model it came from (``tofu_edge.model``), the fingerprint of its weights
+(``tofu_edge.weights_sha256``) and, for random weights, the seed they were drawn with (``tofu_edge.seed``). `eval
+--onnx` builds its reference from the same seed when no checkpoint is given, and refuses in one line a file of
+another model or other weights: a cosine against an unrelated model means nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import timm
+import torch
+
+from tofu_edge.checkpoint import load_checkpoint
+from tofu_edge.errors import ConfigError
+from tofu_edge.export.session import onnx_metadata
+from tofu_edge.models import create_model
+from tofu_edge.weights import seeded, weights_fingerprint
+
+__all__ = ["classifier_metadata", "reference_model", "check_same_weights"]
+
+
+def classifier_metadata(path: Path) -> dict[str, str]:
+    """The ``tofu_edge.*`` metadata of an ONNX file that classifies one image batch.
+
+    Raises:
+        ExportError: the file is missing or is not an ONNX model.
+        ConfigError: the file is one step of a diffusion model (several inputs), not an image classifier.
+    """
+    metadata = onnx_metadata(path)
+    if "diffusion_plan" in metadata or "inputs" in metadata:
+        raise ConfigError(
+            f"{path.name} is one denoising step of a diffusion model, not an image classifier: eval compares a "
+            f"classifier's outputs on photos; time the file with tofu-edge bench {path}"
+        )
+    return metadata
+
+
+def reference_model(
+    model: str,
+    metadata: dict[str, str],
+    path: Path,
+    *,
+    img_size: int | None = None,
+    checkpoint: str | Path | None = None,
+) -> torch.nn.Module:
+    """``model`` with the weights the file at ``path`` was exported with, as far as ``metadata`` tells them.
+
+    Without ``checkpoint``, a file exported with random weights (``tofu_edge.seed``) gets the same draw.
+
+    Raises:
+        ConfigError: the file was exported from another architecture than ``model`` (names both and what to run).
+        CheckpointError: ``checkpoint`` cannot be loaded.
+    """
+    seed = metadata.get("seed") if checkpoint is None else None
+    with seeded(int(seed)) if seed is not None else contextlib.nullcontext():
+        reference = create_model(model, img_size=img_size)
+    if checkpoint is not None:
+        load_checkpoint(reference, checkpoint)
+    exported_from = metadata.get("model")  # a timm name, or a class name for a file exported from a model object
+    architecture = getattr(reference, "pretrained_cfg", {}).get("architecture") or model
+    if exported_from is not None and exported_from != architecture and timm.is_model(exported_from):
+        raise ConfigError(
+            f"{path.name} was exported from {exported_from}, not {architecture}: its outputs cannot be compared; "
+            f"evaluate it with tofu-edge eval {exported_from} DIR --onnx {path}"
+        )
+    return reference
+
+
+def check_same_weights(
+    path: Path, metadata: dict[str, str], reference: torch.nn.Module, checkpoint: str | Path | None
+) -> None:
+    """Refuse a file whose weights' fingerprint (``tofu_edge.weights_sha256``) is not the reference model's.
+
+    Files from before fingerprints were recorded pass unchecked.
+
+    Raises:
+        ConfigError: the fingerprints differ; says which weights each side has and what to pass.
+    """
+    expected = metadata.get("weights_sha256")
+    if expected is None:
+        return
+    found = weights_fingerprint(reference)
+    if found == expected:
+        return
+    seed = metadata.get("seed")
+    if checkpoint is not None:
+        here = f"the weights of {checkpoint}"
+        fix = (
+            f"leave out --checkpoint (the file holds random weights drawn with seed {seed})"
+            if seed
+            else ("pass the --checkpoint it was exported with")
+        )
+    else:
+        here = f"random weights drawn with seed {seed}" if seed is not None else "the model's own random weights"
+        fix = "pass the --checkpoint it was exported with"
+    raise ConfigError(
+        f"{path.name} holds other weights than {here} (weights fingerprint {expected} in the file, {found} here); {fix}"
+    )
