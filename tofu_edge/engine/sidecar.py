@@ -19,6 +19,7 @@ from google.protobuf.message import DecodeError
 from tofu_edge.engine.backend import EngineError
 from tofu_edge.engine.preprocess import PreprocessConfig
 from tofu_edge.errors import ConfigError, InputShapeError
+from tofu_edge.export.external_data import external_data_problem
 
 __all__ = [
     "SIDECAR_SUFFIX",
@@ -110,7 +111,8 @@ def inspect_onnx(path: str | Path) -> OnnxInfo:
     Metadata values that are JSON (config, plan, input shape, versions) come back parsed.
 
     Raises:
-        EngineError: the file is missing, cannot be decoded, or has no graph inputs or outputs.
+        EngineError: the file is missing, cannot be decoded, has no graph inputs or outputs, or its external data
+            file is missing or truncated.
     """
     path = Path(path)
     if not path.is_file():
@@ -120,6 +122,9 @@ def inspect_onnx(path: str | Path) -> OnnxInfo:
         model = onnx.load_model_from_string(data)
     except (DecodeError, ValueError, RuntimeError) as error:
         raise EngineError(f"{path} is not a valid ONNX file: {error}") from None
+    problem = external_data_problem(path, model)
+    if problem is not None:
+        raise EngineError(problem)
     initializers = {tensor.name for tensor in model.graph.initializer}
     inputs = tuple(_spec(v) for v in model.graph.input if v.name not in initializers)
     outputs = tuple(_spec(v) for v in model.graph.output)

@@ -13,6 +13,7 @@ from typing import Any
 
 from tofu_edge.choices import Flavor, OrtProvider, parse_choice
 from tofu_edge.errors import ConfigError, ExportError, MissingDependencyError
+from tofu_edge.export.external_data import external_data_problem
 from tofu_edge.export.ort_ops import BUILD_HINT, find_ort_ops, note_reference_fallback
 
 __all__ = ["ort_session", "onnx_metadata", "available_provider"]
@@ -26,19 +27,27 @@ def onnx_metadata(path: str | Path) -> dict[str, str]:
     Raises:
         ExportError: the file is missing or is not an ONNX model.
     """
-    import onnx
-    from google.protobuf.message import DecodeError
-
-    path = Path(path)
-    if not path.is_file():
-        raise ExportError(f"ONNX file {path} does not exist")
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except (DecodeError, OSError, ValueError) as error:
-        raise ExportError(f"cannot read ONNX file {path}: {error or type(error).__name__}") from None
+    proto = _load_graph(Path(path))
     return {
         p.key.removeprefix(METADATA_PREFIX): p.value for p in proto.metadata_props if p.key.startswith(METADATA_PREFIX)
     }
+
+
+def _load_graph(path: Path) -> Any:
+    """The ``onnx.ModelProto`` at ``path`` without its external data (headers only for large weights).
+
+    Raises:
+        ExportError: the file is missing or is not an ONNX model.
+    """
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    if not path.is_file():
+        raise ExportError(f"ONNX file {path} does not exist")
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except (DecodeError, OSError, ValueError) as error:
+        raise ExportError(f"cannot read ONNX file {path}: {error or type(error).__name__}") from None
 
 
 def ort_session(
@@ -65,14 +74,18 @@ def ort_session(
 
     Raises:
         ConfigError: an unknown provider or a thread count below 1.
-        ExportError: the file is missing or unreadable.
+        ExportError: the file is missing or unreadable, or its external data file is missing or truncated.
         MissingDependencyError: onnxruntime, or the provider in this onnxruntime build, or (for a plugin-flavour
             file) a usable native ops library given explicitly, or torch / onnxruntime-extensions without one.
     """
     provider = available_provider(provider)
     if threads is not None and threads < 1:
         raise ConfigError(f"threads must be >= 1, got {threads}")
-    flavor = onnx_metadata(path).get("flavor", Flavor.PORTABLE.value)
+    proto = _load_graph(Path(path))
+    problem = external_data_problem(Path(path), proto)
+    if problem is not None:
+        raise ExportError(problem)
+    flavor = next((p.value for p in proto.metadata_props if p.key == f"{METADATA_PREFIX}flavor"), Flavor.PORTABLE.value)
     import onnxruntime as ort
 
     options = ort.SessionOptions()
