@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -21,8 +22,9 @@ FULL_INSTALL_PACKAGES = ("torch", "timm", "torchvision", "onnxscript", "onnxrunt
 
 def one_line_errors(command: F) -> F:
     """Wrap a command so a `TofuError` prints ``error: <message>`` and exits with its code (2 usage, 1 check),
-    a command that needs a package of the full install says so in one line on a device install, and SIGTERM or
-    SIGINT unwind the command (its temporary files are removed) and exit 143 or 130 with one line."""
+    a command that needs a package of the full install says so in one line on a device install, SIGTERM or
+    SIGINT unwind the command (its temporary files are removed) and exit 143 or 130 with one line, and a library
+    that fails because the working folder was deleted mid-run is one line, exit 1."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -35,6 +37,15 @@ def one_line_errors(command: F) -> F:
         except TofuError as error:
             typer.echo(f"error: {error}", err=True)
             raise typer.Exit(error.exit_code) from None
+        except FileNotFoundError:
+            if _working_folder_exists():
+                raise
+            typer.echo(
+                "error: the working folder was deleted during the run and a library needed it; no output was left "
+                "half-written; run the command again from a folder that exists",
+                err=True,
+            )
+            raise typer.Exit(1) from None
         except ModuleNotFoundError as error:
             package = (error.name or "").split(".")[0]
             if package not in FULL_INSTALL_PACKAGES:
@@ -47,3 +58,12 @@ def one_line_errors(command: F) -> F:
             raise typer.Exit(2) from None
 
     return wrapper
+
+
+def _working_folder_exists() -> bool:
+    """Whether the process's working folder still exists (``os.getcwd`` fails once it has been deleted)."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        return False
+    return True
