@@ -222,3 +222,22 @@ def test_a_candidate_whose_export_fails_parity_is_left_out(photos, tmp_path, mon
     assert [p.candidate.key for p in failed] == refused and report.chosen not in failed
     assert any("left out" in note and "parity" in note for note in report.notes)
     assert sum(p.measured and p.candidate.config is not None for p in report.points) >= 2  # the next seed was timed
+
+
+def test_when_fusion_does_not_pay_r0_is_recommended(photos, tmp_path, monkeypatch):
+    from tofu_edge.tune.latency import Measurement
+
+    def slower(self, unfused, candidates, seconds):  # every fused schedule 20 % slower, as eager DeiT-Tiny at b=1
+        for candidate in candidates:
+            self.prepare(candidate)
+        return {c.key: Measurement(0.8, 12.5, 10.0, 10) for c in candidates}
+
+    monkeypatch.setattr(LatencyLab, "measure", slower)
+    settings = TuneSettings(backend="torch", budget_s=60, measure_s=0.2, threads=1)
+    torch.manual_seed(0)
+    model = create_model(MODEL, **SMALL)
+    report = tune(model, photos, Target("min-cosine", 0.9), settings, cache_path=tmp_path / "c.json")
+    assert report.met and report.config is None  # r = 0: the unfused model
+    assert any(note.startswith("fusion does not pay here") and "r = 0" in note for note in report.notes)
+    missed = tune(model, photos, Target("speedup", 1.2), settings, cache_path=tmp_path / "d.json")
+    assert not missed.met and any(note.startswith("fusion does not pay here") for note in missed.notes)
