@@ -13,7 +13,9 @@ import contextlib
 import errno
 import fcntl
 import os
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,12 +76,13 @@ def atomic_outputs(*paths: Path) -> Iterator[list[Path]]:
     temps = []
     try:
         for path in paths:
-            handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            os.close(handle)
-            temps.append(Path(name))
+            with _signals_held():  # a temporary file is made and recorded for clean-up, or not made
+                handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+                os.close(handle)
+                temps.append(Path(name))
         yield temps
         mode = 0o666 & ~_umask()  # what a plain open() would give, not mkstemp's owner-only 0o600
-        with _folders_locked(paths):
+        with _signals_held(), _folders_locked(paths):  # all of the set renamed, or none
             for temp, path in zip(temps, paths, strict=True):
                 os.chmod(temp, mode)
                 os.replace(temp, path)
@@ -100,6 +103,31 @@ def _target(error: OSError, temps: list[Path], paths: tuple[Path, ...]) -> Path:
         if failed == temp:
             return path
     return failed if failed is not None else paths[0]
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block is done, then are raised again with the handlers from before.
+
+    A killed command (`tofu_edge.cli.interrupts`) unwinds where the signal lands; a signal held here lands after the
+    renames of one set of outputs, so it leaves all of them or none. Only the main thread runs Python signal
+    handlers, so elsewhere there is nothing to hold.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    held = {number: handler for number, handler in previous.items() if handler is not None}  # None: set from C
+    for number in held:
+        signal.signal(number, lambda number, frame: caught.append(number))
+    try:
+        yield
+    finally:
+        for number, handler in held.items():
+            signal.signal(number, handler)
+        if caught:
+            signal.raise_signal(caught[0])
 
 
 @contextlib.contextmanager

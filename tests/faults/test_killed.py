@@ -138,3 +138,18 @@ def test_export_killed_from_outside_once_its_temporary_file_exists(tmp_path):
     _, stderr = process.communicate()
     assert_interrupted(process.returncode, stderr, signal.SIGTERM)
     assert files_under(folder) == []
+
+
+def test_a_signal_during_the_renames_lands_after_all_of_them(tmp_path, monkeypatch):
+    outputs = tmp_path / "m.onnx", tmp_path / "m.json"
+    replace = os.replace
+
+    def signalled(source, target):  # SIGTERM between the model's rename and the report's
+        os.kill(os.getpid(), signal.SIGTERM)
+        replace(source, target)
+
+    monkeypatch.setattr(os, "replace", signalled)
+    with pytest.raises(Terminated), signals_unwind(), atomic_outputs(*outputs) as temps:
+        for temp in temps:
+            temp.write_bytes(b"whole")
+    assert files_under(tmp_path) == ["m.json", "m.onnx"]
