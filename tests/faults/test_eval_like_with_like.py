@@ -101,3 +101,14 @@ def test_eval_of_a_seeded_export_matches_the_model_it_came_from(photos, tmp_path
     assert result.exit_code == 0, result.output
     onnx_variant = json.loads(result.stdout)["variants"][1]
     assert onnx_variant["min_cosine"] > 1 - COSINE_TOLERANCE  # r=0: the same model, the same weights
+
+
+def test_an_engine_built_from_another_architecture_is_refused_from_its_sidecar(photos, tmp_path):
+    engine = tmp_path / "vitb.engine"
+    engine.write_bytes(b"\0" * 16)  # never loaded: the sidecar says enough
+    sidecar = {"onnx": {"metadata": {"model": "vit_base_patch16_224", "weights_sha256": "0123456789abcdef"}}}
+    (tmp_path / "vitb.engine.json").write_text(json.dumps(sidecar))
+    assert_one_line(evaluate(photos, "--engine", engine), "vitb.engine was exported from vit_base_patch16_224")
+    sidecar["onnx"]["metadata"]["model"] = MODEL
+    (tmp_path / "vitb.engine.json").write_text(json.dumps(sidecar))
+    assert_one_line(evaluate(photos, "--engine", engine), "vitb.engine holds other weights than the model's own")

@@ -204,10 +204,10 @@ def evaluate(
     if device is Device.CUDA and not torch.cuda.is_available():
         raise ConfigError("--device cuda: torch sees no CUDA device (or this torch build has no CUDA)")
     dataset = find_images(data_dir, limit=limit, numeric_labels=numeric_labels)
-    if onnx_path is not None:  # like with like: the file's seed, architecture and weights
-        onnx_path = Path(onnx_path)
-        metadata = classifier_metadata(onnx_path)
-        reference = reference_model(model, metadata, onnx_path, img_size=img_size, checkpoint=checkpoint)
+    file_path = Path(onnx_path or engine_path) if onnx_path or engine_path else None
+    if file_path is not None:  # like with like: the file's seed, architecture and weights
+        metadata = classifier_metadata(file_path)
+        reference = reference_model(model, metadata, file_path, img_size=img_size, checkpoint=checkpoint)
     else:
         reference = create_model(model, img_size=img_size)
         if checkpoint is not None:
@@ -224,10 +224,11 @@ def evaluate(
         fused = use_step(fuse(copy.deepcopy(reference), config), step)
         runs.append((variant_name(config), "pytorch", fused.tofu_plan, _torch_run(fused, device)))
     if onnx_path is not None:
-        runs.append((onnx_path.name, "onnxruntime", None, _onnx_run(onnx_path, input_shape)))
-        check_same_weights(onnx_path, metadata, reference, checkpoint)  # after the input shape: that says more
+        runs.append((file_path.name, "onnxruntime", None, _onnx_run(file_path, input_shape)))
+        check_same_weights(file_path, metadata, reference, checkpoint)  # after the input shape: that says more
     if engine_path is not None:
-        runs.append((Path(engine_path).name, "tensorrt", None, _engine_run(Path(engine_path), plugins)))
+        check_same_weights(file_path, metadata, reference, checkpoint)  # before loading TensorRT
+        runs.append((file_path.name, "tensorrt", None, _engine_run(file_path, plugins)))
 
     classifier = bool(reference.num_classes)  # a headless model's features name no class: no top-1 of any kind
     totals = [MetricAccumulator(labelled=dataset.labelled and classifier, classifier=classifier) for _ in runs]

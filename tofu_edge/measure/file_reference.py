@@ -1,9 +1,10 @@
 """The PyTorch model an exported file is compared with, built like with like from the file's own metadata.
 
 An export records the model it came from (``tofu_edge.model``), the fingerprint of its weights
-(``tofu_edge.weights_sha256``) and, for random weights, the seed they were drawn with (``tofu_edge.seed``). `eval
---onnx` builds its reference from the same seed when no checkpoint is given, and refuses in one line a file of
-another model or other weights: a cosine against an unrelated model means nothing.
+(``tofu_edge.weights_sha256``) and, for random weights, the seed they were drawn with (``tofu_edge.seed``); an
+engine's sidecar keeps them. `eval --onnx` and `eval --engine` build their reference from the same seed when no
+checkpoint is given, and refuse in one line a file of another model or other weights: a cosine against an unrelated
+model means nothing.
 """
 
 from __future__ import annotations
@@ -24,18 +25,37 @@ __all__ = ["classifier_metadata", "reference_model", "check_same_weights"]
 
 
 def classifier_metadata(path: Path) -> dict[str, str]:
-    """The ``tofu_edge.*`` metadata of an ONNX file that classifies one image batch.
+    """The ``tofu_edge.*`` metadata of an ONNX file, or of the ONNX file an engine was built from (its sidecar), that
+    classifies one image batch; empty for an engine without a sidecar.
 
     Raises:
-        ExportError: the file is missing or is not an ONNX model.
+        ExportError: the ONNX file is missing or is not an ONNX model.
+        EngineError: the engine's sidecar is not valid JSON.
         ConfigError: the file is one step of a diffusion model (several inputs), not an image classifier.
     """
-    metadata = onnx_metadata(path)
+    metadata = onnx_metadata(path) if path.suffix.lower() == ".onnx" else _engine_metadata(path)
     if "diffusion_plan" in metadata or "inputs" in metadata:
         raise ConfigError(
             f"{path.name} is one denoising step of a diffusion model, not an image classifier: eval compares a "
             f"classifier's outputs on photos; time the file with tofu-edge bench {path}"
         )
+    return metadata
+
+
+def _engine_metadata(path: Path) -> dict[str, str]:
+    """The metadata the engine's sidecar keeps of its ONNX file, as strings (the sidecar holds them parsed as JSON:
+    a fingerprint that happened to read as a number is left out rather than compared wrongly)."""
+    from tofu_edge.engine.sidecar import read_sidecar
+
+    onnx_part = (read_sidecar(path) or {}).get("onnx") or {}
+    metadata = {}
+    for key, value in (onnx_part.get("metadata") or {}).items():
+        if isinstance(value, str):
+            metadata[key] = value
+        elif key == "seed" and isinstance(value, int):
+            metadata[key] = str(value)
+        elif key in ("diffusion_plan", "inputs"):
+            metadata[key] = "present"
     return metadata
 
 
