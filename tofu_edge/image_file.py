@@ -69,7 +69,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     """
     from PIL import Image
 
-    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+    if image.mode == "I" or image.mode.startswith("I;16"):
         # a 16-bit grey (a PNG opens as I or I;16): 0..65535 -> 0..255, where convert("L") would clip at 255
         grey = np.asarray(image, dtype=np.float64) / 257.0
         image = Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8), mode="L")

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from tofu_edge.cli import app
 from tofu_edge.engine.preprocess import load_input
 from tofu_edge.errors import TofuError
-from tofu_edge.image_file import DRAFT_SIDE, read_rgb
+from tofu_edge.image_file import DRAFT_SIDE, read_rgb, to_rgb
 from tofu_edge.measure.dataset import find_images
 
 RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
@@ -67,6 +67,11 @@ def test_16_bit_grey_is_scaled_to_8_bits_not_clipped(tmp_path):
     path = tmp_path / "grey16.png"
     Image.fromarray(np.full((8, 8), 32896, dtype=np.uint16)).save(path)  # 128 * 257: mid grey in 16 bits
     assert read_rgb(path).getpixel((0, 0)) == (128, 128, 128)
+
+
+def test_32_bit_integer_grey_holding_16_bit_values_is_scaled_too():
+    grey = Image.fromarray(np.full((4, 4), 32896, dtype=np.int32), mode="I")  # how older Pillows open 16-bit PNGs
+    assert to_rgb(grey).getpixel((0, 0)) == (128, 128, 128)
 
 
 def test_8_bit_grey_becomes_three_equal_channels(tmp_path):
