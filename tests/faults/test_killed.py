@@ -153,3 +153,35 @@ def test_a_signal_during_the_renames_lands_after_all_of_them(tmp_path, monkeypat
         for temp in temps:
             temp.write_bytes(b"whole")
     assert files_under(tmp_path) == ["m.json", "m.onnx"]
+
+
+def tiny_classifier(path):
+    """A valid one-input ONNX file: all the TensorRT stand-in reads."""
+    from onnx import TensorProto, helper, save
+
+    images = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 32, 32])
+    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3, 32, 32])
+    graph = helper.make_graph([helper.make_node("Identity", ["images"], ["logits"])], "tiny", [images], [logits])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    return path
+
+
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGINT])
+def test_build_killed_inside_the_engine_builder_says_so_and_runs_again(tmp_path, monkeypatch, stub_trt, number):
+    model = tiny_classifier(tmp_path / "m.onnx")
+    folder = tmp_path / "out"
+    args = ["build", str(model), "-o", str(folder / "m.engine"), "--timing-cache", str(folder / "t.cache")]
+    original = stub_trt.Builder.build_serialized_network
+
+    def signalled(self, network, config):
+        os.kill(os.getpid(), number)
+        return original(self, network, config)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(stub_trt.Builder, "build_serialized_network", signalled)
+        result = CliRunner().invoke(app, args)
+    assert_interrupted(result.exit_code, result.stderr, number)
+    assert files_under(folder) == []
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert files_under(folder) == ["m.engine", "m.engine.json", "t.cache"]
