@@ -6,7 +6,9 @@ folder cannot be written."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -150,3 +152,22 @@ def test_a_home_that_cannot_be_written_falls_back_to_a_temporary_folder(monkeypa
     note = capsys.readouterr().err
     assert note.startswith(f"note: the cache folder {home / '.cache' / 'tofu-edge'} cannot be written (")
     assert note.count("\n") == 1
+
+
+def test_a_plot_with_an_unwritable_home_says_nothing_about_matplotlibs_config(tmp_path):
+    home = tmp_path / "home"
+    home.write_text("a file where the home folder should be")
+    script = (
+        "import sys; from tofu_edge.measure.plot import plot_sweep; "
+        "row = {'variant': 'r=1', 'gmacs': 1.0, 'unfused_gmacs': 2.0, 'speedup': 1.8, "
+        "'stats': {'median_ms': 1.0, 'p90_ms': 1.2}}; plot_sweep([row], sys.argv[1])"
+    )
+    env = {key: value for key, value in os.environ.items() if key not in ("MPLCONFIGDIR", "XDG_CONFIG_HOME")}
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "p.png")],
+        env={**env, "HOME": str(home)},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert (tmp_path / "p.png").read_bytes().startswith(b"\x89PNG")

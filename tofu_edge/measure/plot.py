@@ -3,9 +3,11 @@ accuracy-vs-throughput Pareto view of an evaluation."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from tofu_edge.errors import MissingDependencyError
 from tofu_edge.files import atomic_outputs, check_writable
@@ -16,8 +18,28 @@ if TYPE_CHECKING:
 __all__ = ["plot_sweep", "plot_pareto", "pareto_front"]
 
 DPI = 120
+F = TypeVar("F", bound=Callable)
 
 
+def _quiet_matplotlib(plot: F) -> F:
+    """Run ``plot`` with matplotlib's warnings held back: where its config folder (``~/.config/matplotlib``) cannot
+    be written, a read-only or missing home, matplotlib uses a temporary folder and says so in several lines on
+    stderr; the plot is the same, so nothing needs saying."""
+
+    @functools.wraps(plot)
+    def wrapper(*args, **kwargs):
+        logger = logging.getLogger("matplotlib")
+        level = logger.level
+        logger.setLevel(logging.ERROR)
+        try:
+            return plot(*args, **kwargs)
+        finally:
+            logger.setLevel(level)
+
+    return wrapper
+
+
+@_quiet_matplotlib
 def plot_sweep(results: Sequence[dict], path: str | Path, *, title: str = "") -> Path:
     """Write a two-panel PNG of a sweep, atomically.
 
@@ -72,6 +94,7 @@ def plot_sweep(results: Sequence[dict], path: str | Path, *, title: str = "") ->
     return path
 
 
+@_quiet_matplotlib
 def plot_pareto(report: EvalReport, path: str | Path) -> Path:
     """Write a PNG of top-1 accuracy and top-1 agreement against images/s, with the Pareto front of each.
 
