@@ -107,7 +107,7 @@ def _target(error: OSError, temps: list[Path], paths: tuple[Path, ...]) -> Path:
 
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    """SIGINT and SIGTERM wait until the block is done, then are raised again with the handlers from before.
+    """SIGINT, SIGTERM and SIGHUP wait until the block is done, then are raised again with the handlers from before.
 
     A killed command (`tofu_edge.cli.interrupts`) unwinds where the signal lands; a signal held here lands after the
     renames of one set of outputs, so it leaves all of them or none. Only the main thread runs Python signal
@@ -117,7 +117,7 @@ def _signals_held() -> Iterator[None]:
         yield
         return
     caught: list[int] = []
-    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     held = {number: handler for number, handler in previous.items() if handler is not None}  # None: set from C
     for number in held:
         signal.signal(number, lambda number, frame: caught.append(number))

@@ -24,7 +24,7 @@ from tofu_edge.files import atomic_outputs
 MODEL = ["deit_tiny_patch16_224", "--img-size", "32"]
 CALIBRATE = ["calibrate", *MODEL, "--r", "1,1", "--limit", "2"]
 EXPORT = ["export", *MODEL, "--r", "1,1"]
-EXIT_CODES = {signal.SIGTERM: 143, signal.SIGINT: 130}
+EXIT_CODES = {signal.SIGTERM: 143, signal.SIGHUP: 129, signal.SIGINT: 130}
 START_TIMEOUT_S = 120  # the outside kill waits this long at most for the export's temporary file
 PLAIN = "import sys; from tofu_edge.cli import main; sys.argv[0] = 'tofu-edge'; main()"  # the console entry
 # the real console entry, with a hook that signals the process when `target` (module:attribute) is first called
@@ -57,7 +57,10 @@ def files_under(folder) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
 
 
-@pytest.mark.parametrize(("number", "raised"), [(signal.SIGTERM, Terminated), (signal.SIGINT, KeyboardInterrupt)])
+@pytest.mark.parametrize(
+    ("number", "raised"),
+    [(signal.SIGTERM, Terminated), (signal.SIGHUP, Terminated), (signal.SIGINT, KeyboardInterrupt)],
+)
 def test_a_signal_inside_atomic_outputs_removes_the_temporary_files(tmp_path, number, raised):
     with pytest.raises(raised), signals_unwind(), atomic_outputs(tmp_path / "m.onnx", tmp_path / "m.json") as temps:
         for temp in temps:
@@ -74,7 +77,7 @@ def test_the_previous_handlers_come_back_after_a_command():
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
 
 
-@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
 def test_calibrate_killed_during_calibration_says_so_and_runs_again(tmp_path, monkeypatch, number):
     from tofu_edge.calibrate.runner import OpsRunner
 
