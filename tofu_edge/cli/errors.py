@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from collections.abc import Callable
@@ -32,7 +33,8 @@ def one_line_errors(command: F) -> F:
             with signals_unwind():
                 return command(*args, **kwargs)
         except (Terminated, KeyboardInterrupt) as error:
-            typer.echo(f"error: {interrupted_message(error)}", err=True)
+            with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone: the exit code still tells
+                typer.echo(f"error: {interrupted_message(error)}", err=True)
             raise typer.Exit(interrupted_exit_code(error)) from None
         except TofuError as error:
             typer.echo(f"error: {error}", err=True)
