@@ -170,7 +170,7 @@ def test_export_on_a_full_disk(small_disk):
 def assert_one_line_disk_full(result, path: Path) -> None:
     assert result.exit_code == 1, result.output
     assert result.stderr == f"error: cannot write {path}: {DISK_FULL}\n"
-    assert path.read_text() == OLD and sorted(p.name for p in path.parent.iterdir()) == ["filler", path.name]
+    assert path.read_text() == OLD and sorted(p.name for p in path.parent.iterdir()) == sorted(["filler", path.name])
 
 
 def test_build_on_a_full_disk(stub_trt, tiny_onnx, small_disk):
@@ -199,3 +199,22 @@ def test_bench_plot_on_a_full_disk(small_disk):
     fill(small_disk)
     result = CliRunner().invoke(app, ["bench", *MODEL_ARGS, "--sweep", "r=0,1", "--clamp", *BENCH, "--plot", str(plot)])
     assert_one_line_disk_full(result, plot)
+
+
+def test_calibrate_output_on_a_full_disk(small_disk):
+    output = small_disk / "calibration.json"
+    output.write_text(OLD)
+    fill(small_disk)
+    args = ["calibrate", *EXPORT, "--r", "1,1", "--limit", "2", "--output", str(output)]
+    assert_one_line_disk_full(CliRunner().invoke(app, args), output)
+
+
+def test_eval_plot_on_a_full_disk(tmp_path, small_disk):
+    from tests.measure.test_accuracy import make_folder
+
+    data = make_folder(tmp_path / "val")
+    plot = small_disk / "pareto.png"
+    plot.write_text(OLD)
+    fill(small_disk)
+    args = ["eval", *EXPORT, str(data), "--sweep", "r=0,1", "--clamp", "--limit", "3", "--plot", str(plot)]
+    assert_one_line_disk_full(CliRunner().invoke(app, args), plot)
