@@ -85,6 +85,13 @@ def test_a_file_of_other_weights_names_both_fingerprints_and_the_fix(photos, tmp
     assert "leave out --checkpoint (the file holds random weights drawn with seed 0)" in result.stderr
 
 
+def test_a_seeded_file_whose_seed_draws_other_weights_here_says_so(photos, tmp_path):
+    path = fake_file(tmp_path / "m.onnx", model=MODEL, seed="0", weights_sha256="0123456789abcdef")
+    result = evaluate(photos, "--onnx", path)
+    assert_one_line(result, "m.onnx holds other weights than random weights drawn with seed 0")
+    assert "that seed draws other weights here than where the file was exported" in result.stderr
+
+
 def test_a_diffusion_file_is_not_a_classifier(photos, tmp_path):
     path = fake_file(tmp_path / "dit.onnx", model="dit", diffusion_plan="{}", inputs="{}")
     assert_one_line(evaluate(photos, "--onnx", path), "dit.onnx is one denoising step of a diffusion model")

@@ -111,12 +111,18 @@ def check_same_weights(
         here = f"the weights of {checkpoint}"
         fix = (
             f"leave out --checkpoint (the file holds random weights drawn with seed {seed})"
-            if seed
-            else ("pass the --checkpoint it was exported with")
+            if seed is not None
+            else "pass the --checkpoint it was exported with"
+        )
+    elif seed is not None:
+        here = f"random weights drawn with seed {seed}"
+        fix = (
+            "that seed draws other weights here than where the file was exported (another timm or torch?); export "
+            "it again here, or pass its weights with --checkpoint"
         )
     else:
-        here = f"random weights drawn with seed {seed}" if seed is not None else "the model's own random weights"
-        fix = "pass the --checkpoint it was exported with"
+        here = "the model's own random weights"
+        fix = "pass the --checkpoint it was exported with (for --pretrained, a checkpoint of timm's hub weights)"
     raise ConfigError(
         f"{path.name} holds other weights than {here} (weights fingerprint {expected} in the file, {found} here); {fix}"
     )
