@@ -22,6 +22,7 @@ LAYERS = {
     "choices": "core",
     "stats": "core",
     "versions": "core",
+    "image_file": "core",  # one image file as RGB (Pillow, numpy): every reader of photos, a device's included
     "ops": "ops",
     "weights": "ops",  # seeded creation and fingerprints of torch weights: no fusion in it, usable from every layer
     "patch": "patch",

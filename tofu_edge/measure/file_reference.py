@@ -17,7 +17,7 @@ import torch
 
 from tofu_edge.checkpoint import load_checkpoint
 from tofu_edge.errors import ConfigError
-from tofu_edge.export.session import onnx_metadata
+from tofu_edge.export import onnx_metadata
 from tofu_edge.models import create_model
 from tofu_edge.weights import seeded, weights_fingerprint
 
