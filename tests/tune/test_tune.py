@@ -241,3 +241,16 @@ def test_when_fusion_does_not_pay_r0_is_recommended(photos, tmp_path, monkeypatc
     assert any(note.startswith("fusion does not pay here") and "r = 0" in note for note in report.notes)
     missed = tune(model, photos, Target("speedup", 1.2), settings, cache_path=tmp_path / "d.json")
     assert not missed.met and any(note.startswith("fusion does not pay here") for note in missed.notes)
+
+
+def test_sigterm_keeps_the_measurements_too(photos, tmp_path, monkeypatch):
+    from tofu_edge.cli.interrupts import Terminated
+
+    def terminate(self):
+        raise Terminated()
+
+    monkeypatch.setattr(Tuner, "_measure_best", terminate)
+    report = tmp_path / "t.json"
+    result = run(MODEL, photos, "--img-size", IMG, "--backend", "torch", "--min-cosine", 0.9, "--report", report)
+    assert result.exit_code == 143 and "--resume" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert json.loads(report.with_suffix(".cache.json").read_text())["fidelity"]

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from tofu_edge.choices import Backend, Device
 from tofu_edge.cli.calibrate import export_flags
+from tofu_edge.cli.interrupts import Terminated, interrupted_exit_code
 from tofu_edge.cli.options import CheckpointOption, ImgSizeOption, ModelArg
 from tofu_edge.errors import TofuError
 
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
 
 __all__ = ["tune_command", "render_tune"]
 
-INTERRUPTED = 130
 PIPE_WIDTH = 160  # columns of the table when stdout is not a terminal
 
 
@@ -92,7 +92,7 @@ def tune_command(
     Token schedules (uniform r, decreasing, keep targets, aligned) and step operations are scored on the photos;
     a cost model fitted to the first timings ranks the rest, and only schedules near the target are timed,
     interleaved with the unfused model. Prints the Pareto front and the `export` command; exits 1 when no schedule
-    meets the target (showing the closest), 130 when interrupted (the measurements are kept: --resume).
+    meets the target (showing the closest), 130 / 143 when interrupted (the measurements are kept: --resume).
 
     Example: tofu-edge tune deit_small_patch16_224 photos/ --speedup 1.5 --budget-min 10 -o tuned.json
     """
@@ -128,10 +128,10 @@ def tune_command(
                 resume=resume,
                 progress=lambda phase, done: bar.update(task, description=phase, completed=done),
             )
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated) as error:  # Ctrl-C, SIGTERM, a dropped ssh session
         kept = f"the measurements so far are in {cache}" if cache.is_file() else "nothing was measured yet"
         typer.echo(f"interrupted: {kept}; run the same command with --resume to go on", err=True)
-        raise typer.Exit(INTERRUPTED) from None
+        raise typer.Exit(interrupted_exit_code(error)) from None
 
     with atomic_outputs(report) as (temp,):
         temp.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
