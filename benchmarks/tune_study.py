@@ -41,7 +41,7 @@ from tofu_edge.tune import Target, TuneSettings, tune
 from tofu_edge.tune.candidates import Candidate, token_schedules, unfused_candidate
 from tofu_edge.tune.latency import LatencyLab
 
-UNIFORM_R = (4, 6, 8, 10, 11, 12, 13, 14, 15, 16, 18, 20)
+UNIFORM_R = (4, 6, 8, 10, 11, 12, 13, 14, 15, 16, 18)
 TARGETS = (Target("speedup", 1.5), Target("min-cosine", 0.995))
 THREADS = 2
 

@@ -218,3 +218,17 @@ def test_eval_plot_on_a_full_disk(tmp_path, small_disk):
     fill(small_disk)
     args = ["eval", *EXPORT, str(data), "--sweep", "r=0,1", "--clamp", "--limit", "3", "--plot", str(plot)]
     assert_one_line_disk_full(CliRunner().invoke(app, args), plot)
+
+
+def test_tune_on_a_full_disk(tmp_path, small_disk):
+    from tests.measure.test_accuracy import make_folder
+
+    photos = make_folder(tmp_path / "photos", classes=("flat",), per_class=2) / "flat"
+    report = small_disk / "tune.json"
+    report.write_text(OLD)
+    fill(small_disk)
+    args = ["tune", *EXPORT, str(photos), "--backend", "torch", "--min-cosine", "0.9", "--report", str(report)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert result.stderr == f"error: cannot write {report.with_suffix('.cache.json')}: {DISK_FULL}\n"  # its first write
+    assert report.read_text() == OLD and sorted(p.name for p in small_disk.iterdir()) == ["filler", "tune.json"]

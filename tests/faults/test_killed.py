@@ -188,3 +188,17 @@ def test_build_killed_inside_the_engine_builder_says_so_and_runs_again(tmp_path,
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0, again.output
     assert files_under(folder) == ["m.engine", "m.engine.json", "t.cache"]
+
+
+@pytest.mark.slow
+def test_export_killed_in_its_tensorrt_rtx_build_leaves_nothing_and_runs_again(tmp_path):
+    pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX (the dev extra) builds engines on the CPU")
+    output = tmp_path / "out" / "m.onnx"
+    args = [*EXPORT, "--tensorrt-rtx", "-o", str(output)]
+    # the signal lands as the build starts; a builder already inside its C++ code acts on it when it returns
+    result = run_hooked("tofu_edge.measure.tensorrt_layers:check_with_tensorrt_rtx", signal.SIGTERM, args, tmp_path)
+    assert_interrupted(result.returncode, result.stderr, signal.SIGTERM)
+    assert files_under(output.parent) == []
+    again = subprocess.run([sys.executable, "-c", PLAIN, *args], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert files_under(output.parent) == ["m.json", "m.onnx"]

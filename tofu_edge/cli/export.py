@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tofu_edge.choices import Flavor
+from tofu_edge.cli.interrupts import Terminated
 from tofu_edge.cli.options import (
     NO_FUSION_OPTIONS,
     CheckpointOption,
@@ -155,7 +156,12 @@ def export_command(
     if tensorrt_rtx:
         from tofu_edge.measure.tensorrt_layers import check_export_with_tensorrt_rtx
 
-        trt = check_export_with_tensorrt_rtx(report, checkpoint=checkpoint, img_size=img_size)
+        try:
+            trt = check_export_with_tensorrt_rtx(report, checkpoint=checkpoint, img_size=img_size)
+        except (KeyboardInterrupt, Terminated):  # the command did not finish: it leaves none of its outputs
+            for path in (report.onnx_path, report.report_path):
+                path.unlink(missing_ok=True)
+            raise
     if as_json:
         typer.echo(json.dumps({**report.to_dict(), "tensorrt_rtx": trt}, indent=2))
     else:
