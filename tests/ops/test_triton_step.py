@@ -71,18 +71,6 @@ def tokens_of(batch: int, num_tokens: int, seed: int, channels: int = 8) -> tupl
     return x, torch.randint(1, 5, (batch, num_tokens, 1), generator=generator).float()
 
 
-@pytest.fixture
-def poisoned(monkeypatch):
-    """Every ``new_empty`` (how the ops allocate their outputs and scratch) filled with NaN or -7."""
-    original = torch.Tensor.new_empty
-
-    def new_empty(self, *args, **kwargs):
-        out = original(self, *args, **kwargs)
-        return out.fill_(float("nan") if out.is_floating_point() else -7)
-
-    monkeypatch.setattr(torch.Tensor, "new_empty", new_empty)
-
-
 def plan_of(order: torch.Tensor, dst_slot: torch.Tensor, num_tokens: int, num_prefix: int) -> TokenMatch:
     """The match of a plan in the contract's form, destinations the |B| last kept slots."""
     return TokenMatch.from_order(order, dst_slot, dst_slot.shape[1], num_dst=split_sizes(num_tokens, num_prefix)[1])
