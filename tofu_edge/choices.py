@@ -20,6 +20,7 @@ __all__ = [
     "CalibrationMethod",
     "GroupColours",
     "StepBackend",
+    "TargetKind",
 ]
 
 E = TypeVar("E", bound=Enum)
@@ -93,6 +94,16 @@ class GroupColours(_Choice):
 
     AVERAGE = "average"
     RANDOM = "random"
+
+
+class TargetKind(_Choice):
+    """What `tofu-edge tune` is asked for: ``speedup`` and ``latency-ms`` ask for speed and rank by fidelity;
+    ``min-cosine`` and ``max-top1-drop`` ask for fidelity and rank by speed."""
+
+    SPEEDUP = "speedup"
+    LATENCY_MS = "latency-ms"
+    MIN_COSINE = "min-cosine"
+    MAX_TOP1_DROP = "max-top1-drop"
 
 
 def parse_choice(kind: type[E], value: E | str, what: str) -> E:

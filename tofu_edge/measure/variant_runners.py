@@ -7,6 +7,7 @@ import copy
 
 from tofu_edge.choices import Backend, Device, OrtProvider
 from tofu_edge.engine.feeds import example_feeds
+from tofu_edge.engine.sidecar import onnx_precision
 from tofu_edge.errors import ConfigError
 from tofu_edge.export import available_provider, ort_session
 from tofu_edge.measure.latency import Runner, engine_runner, ort_runner, torch_runner
@@ -86,7 +87,7 @@ def file_runner(name, path, backend, provider, batch, timing, plugins, stack) ->
         feeds = example_feeds(info.inputs, info.metadata, batch, SEED, path.name)
         session = ort_session(path, provider=provider, threads=timing.threads, spinning=timing.ort_spinning)
         runner = ort_runner(name, session, feeds)
-        meta = {"plan": info.metadata.get("plan"), "batch": runner.batch, "precision": _precision(info.metadata)}
+        meta = {"plan": info.metadata.get("plan"), "batch": runner.batch, "precision": onnx_precision(info.metadata)}
         return runner, meta
     from tofu_edge.engine import EngineRunner
 
@@ -94,14 +95,7 @@ def file_runner(name, path, backend, provider, batch, timing, plugins, stack) ->
     sidecar = engine.sidecar or {}
     metadata = sidecar.get("onnx", {}).get("metadata", {})
     runner = engine_runner(name, engine, example_feeds(engine.inputs, metadata, batch, SEED, path.name))
-    meta = {"plan": metadata.get("plan"), "batch": runner.batch, "precision": _precision(metadata)}
+    meta = {"plan": metadata.get("plan"), "batch": runner.batch, "precision": onnx_precision(metadata)}
     if "precision" in sidecar:
         meta["precision"] = sidecar["precision"]
     return runner, meta
-
-
-def _precision(metadata: dict) -> str:
-    """``int8`` for a file `export_onnx` quantized (its ``tofu_edge.int8`` entry), else ``fp32``."""
-    from tofu_edge.engine.sidecar import onnx_precision  # the engine layer reads the exporter's keys
-
-    return onnx_precision(metadata)

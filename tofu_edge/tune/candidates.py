@@ -5,6 +5,7 @@ switches, the per-block operations ``calibrate`` picks)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass
 
@@ -50,7 +51,7 @@ class Candidate:
     steps: int
     r_schedule: tuple[int, ...]
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
         """What identifies the candidate in a cache: its config and precision."""
         config = None if self.config is None else self.config.to_dict()

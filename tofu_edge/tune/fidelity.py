@@ -56,7 +56,7 @@ class FidelityScorer:
         Shapes:
             outputs: [B, ...] as the model returns them
         """
-        outputs = torch.as_tensor(np.asarray(outputs) if not isinstance(outputs, torch.Tensor) else outputs)
+        outputs = torch.as_tensor(outputs)
         cosine = float(output_cosines(outputs.float(), self.reference).mean())
         if not self.classifier:
             return Fidelity(cosine)

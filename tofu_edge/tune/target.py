@@ -3,24 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 
+from tofu_edge.choices import TargetKind, parse_choice
 from tofu_edge.errors import ConfigError
 
 __all__ = ["TargetKind", "Target", "Fidelity"]
-
-
-class TargetKind(str, Enum):
-    """``speedup`` and ``latency-ms`` ask for speed and rank by fidelity; ``min-cosine`` and ``max-top1-drop`` ask for
-    fidelity and rank by speed."""
-
-    SPEEDUP = "speedup"
-    LATENCY_MS = "latency-ms"
-    MIN_COSINE = "min-cosine"
-    MAX_TOP1_DROP = "max-top1-drop"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)
@@ -56,7 +43,7 @@ class Target:
     value: float
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "kind", TargetKind(self.kind))
+        object.__setattr__(self, "kind", parse_choice(TargetKind, self.kind, "target"))
         ranges = {
             TargetKind.SPEEDUP: (self.value > 0, "a speed-up > 0 (e.g. 1.5)"),
             TargetKind.LATENCY_MS: (self.value > 0, "a latency > 0 ms"),
