@@ -21,6 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.cli.test_bench_files import classifier_file
+from tests.faults.tmpfs import mounted_tmpfs
 from tofu_edge.cli import app
 from tofu_edge.errors import DiskFullError
 from tofu_edge.files import atomic_outputs
@@ -70,17 +71,8 @@ def fill(folder: Path) -> None:
 @pytest.fixture
 def small_disk(tmp_path):
     """A 256 kB tmpfs (root only; unmounted after), for a test to put an earlier file on and `fill`."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root; the file size limit tests cover the same code without it")
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip() or mounted.returncode}")
-    try:
+    with mounted_tmpfs(tmp_path / "disk", "size=256k") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)
 
 
 @pytest.mark.parametrize(

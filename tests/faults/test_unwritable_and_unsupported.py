@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
+from tests.faults.tmpfs import mounted_tmpfs
 from tofu_edge.cli import app
 from tofu_edge.errors import ExportError, OutputError
 from tofu_edge.export.graph import convert_opset
@@ -36,18 +34,9 @@ def test_bench_output_under_proc_fails_before_timing():
 
 
 def test_export_into_a_read_only_file_system_fails_before_any_work(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a read-only tmpfs needs root (and a non-root user fails the permission check anyway)")
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(mount)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip() or mounted.returncode}")
-    try:  # root passes os.access on it: only creating a file tells
+    with mounted_tmpfs(tmp_path / "ro", "ro,size=64k") as mount:  # root passes os.access on it: only a file tells
         result = runner.invoke(app, ["export", "deit_tiny_patch16_224", "-o", str(mount / "m.onnx")])
         assert_one_line(result, f"cannot create files in {mount} (for m.onnx): read-only file system")
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)
 
 
 def test_check_writable_leaves_nothing_behind_where_it_can_write(tmp_path):

@@ -38,6 +38,11 @@ def run(*args):
     return cli.invoke(app, ["tune", *map(str, args)], env={"COLUMNS": "200"})
 
 
+def on_torch(photos, *target):
+    """The tiny model tuned on ``photos`` in eager torch (quick) for ``target`` (``"--min-cosine", 0.9``)."""
+    return (MODEL, photos, "--img-size", IMG, "--backend", "torch", *target)
+
+
 def test_tune_finds_a_timed_choice_and_remeasures_it(photos, tmp_path):
     settings = TuneSettings(backend="torch", budget_s=60, measure_s=0.3, threads=1)  # ends before the budget
     torch.manual_seed(0)
@@ -87,22 +92,7 @@ def test_int8_candidates_are_timed_and_scored_from_their_export():
 def test_command_prints_the_front_and_writes_the_config(photos, tmp_path):
     config, report = tmp_path / "tuned.json", tmp_path / "tune.json"
     result = run(
-        MODEL,
-        photos,
-        "--img-size",
-        IMG,
-        "--backend",
-        "torch",
-        "--min-cosine",
-        0.9,
-        "--budget-min",
-        0.5,
-        "-o",
-        config,
-        "--report",
-        report,
-        "--threads",
-        1,
+        *on_torch(photos, "--min-cosine", 0.9), "--budget-min", 0.5, "-o", config, "--report", report, "--threads", 1
     )
     assert result.exit_code == 0, result.output
     assert (
@@ -115,22 +105,7 @@ def test_command_prints_the_front_and_writes_the_config(photos, tmp_path):
 
 def test_an_unreachable_target_exits_1_with_the_closest(photos, tmp_path):
     config = tmp_path / "tuned.json"
-    result = run(
-        MODEL,
-        photos,
-        "--img-size",
-        IMG,
-        "--backend",
-        "torch",
-        "--speedup",
-        50,
-        "--budget-min",
-        0.1,
-        "-o",
-        config,
-        "--report",
-        tmp_path / "t.json",
-    )
+    result = run(*on_torch(photos, "--speedup", 50), "--budget-min", 0.1, "-o", config, "--report", tmp_path / "t.json")
     assert result.exit_code == 1
     assert "no schedule meets speed-up >= 50x here; the closest is" in result.stderr
     assert not config.exists()  # a config that misses the target is not one to export
@@ -169,20 +144,7 @@ def test_an_empty_folder_and_a_missing_backend_are_one_line(photos, tmp_path):
 
 def test_ctrl_c_keeps_the_measurements_and_resume_reuses_them(photos, tmp_path, monkeypatch):
     report = tmp_path / "t.json"
-    args = (
-        MODEL,
-        photos,
-        "--img-size",
-        IMG,
-        "--backend",
-        "torch",
-        "--min-cosine",
-        0.9,
-        "--budget-min",
-        0.5,
-        "--report",
-        report,
-    )
+    args = (*on_torch(photos, "--min-cosine", 0.9), "--budget-min", 0.5, "--report", report)
 
     def interrupt(self):
         raise KeyboardInterrupt
@@ -251,6 +213,6 @@ def test_sigterm_keeps_the_measurements_too(photos, tmp_path, monkeypatch):
 
     monkeypatch.setattr(Tuner, "_measure_best", terminate)
     report = tmp_path / "t.json"
-    result = run(MODEL, photos, "--img-size", IMG, "--backend", "torch", "--min-cosine", 0.9, "--report", report)
+    result = run(*on_torch(photos, "--min-cosine", 0.9), "--report", report)
     assert result.exit_code == 143 and "--resume" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert json.loads(report.with_suffix(".cache.json").read_text())["fidelity"]
