@@ -16,6 +16,7 @@ __all__ = [
     "FusionConfig",
     "Mode",
     "StepOp",
+    "Selection",
     "fuse",
     "unfuse",
     "is_fused",
@@ -38,6 +39,7 @@ __all__ = [
 _HOMES = {
     "FusionConfig": "tofu_edge.config",
     "Mode": "tofu_edge.config",
+    "Selection": "tofu_edge.config",
     "StepOp": "tofu_edge.config",
     "fuse": "tofu_edge.patch",
     "unfuse": "tofu_edge.patch",

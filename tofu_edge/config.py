@@ -9,7 +9,7 @@ from enum import Enum
 from tofu_edge.choices import parse_choice
 from tofu_edge.errors import ConfigError
 
-__all__ = ["Mode", "StepOp", "FusionConfig", "DEFAULT_MODE", "DEFAULT_TOFU_SWITCH"]
+__all__ = ["Mode", "StepOp", "Selection", "FusionConfig", "DEFAULT_MODE", "DEFAULT_TOFU_SWITCH"]
 
 
 class StepOp(str, Enum):
@@ -40,6 +40,23 @@ class Mode(str, Enum):
     MEAN = "mean"
     PRUNE = "prune"
     PER_BLOCK = "per-block"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Selection(str, Enum):
+    """Which A tokens may become sources of a fusion step (the bipartite matching itself is the same in all).
+
+    ``bipartite`` (ToMe): every A token may; the ``r`` with the best match go. ``energy``: the A tokens least
+    similar to the B set (lowest energy: isolated, informative) are protected and never removed. ``attention``:
+    the A tokens the class token attends to most are protected. A protected token stays as it is
+    (`tofu_edge.ops.select`).
+    """
+
+    BIPARTITE = "bipartite"
+    ENERGY = "energy"
+    ATTENTION = "attention"
 
     def __str__(self) -> str:
         return self.value
@@ -76,6 +93,8 @@ class FusionConfig:
             ``mode="per-block"``.
         align: Shape the schedule so that the tokens leaving every fusion step are a multiple of ``align``
             (e.g. 8: friendlier GEMM sizes, tensor cores on GPUs), at the same total MACs within 1 %.
+        selection: Which tokens may be removed: ``bipartite`` (ToMe's choice), ``energy`` or ``attention``
+            (`Selection`: each protects some tokens from removal).
 
     Raises:
         ConfigError: a malformed or conflicting option.
@@ -90,9 +109,11 @@ class FusionConfig:
     clamp: bool = False
     ops: tuple[StepOp, ...] | None = None
     align: int | None = None
+    selection: Selection = Selection.BIPARTITE
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", parse_choice(Mode, self.mode, "mode"))
+        object.__setattr__(self, "selection", parse_choice(Selection, self.selection, "selection"))
         if self.ops is not None:
             if isinstance(self.ops, (str, bytes)) or not isinstance(self.ops, Sequence) or not self.ops:
                 raise ConfigError(f"ops must be a list of step operations, one per block, got {self.ops!r}")
@@ -135,6 +156,7 @@ class FusionConfig:
             "clamp": self.clamp,
             "ops": None if self.ops is None else [op.value for op in self.ops],
             "align": self.align,
+            "selection": self.selection.value,
         }
 
     @classmethod

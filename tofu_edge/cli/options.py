@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from tofu_edge.choices import StepBackend
-from tofu_edge.config import DEFAULT_MODE, FusionConfig, Mode
+from tofu_edge.config import DEFAULT_MODE, FusionConfig, Mode, Selection
 from tofu_edge.errors import ConfigError
 
 __all__ = [
@@ -58,6 +58,7 @@ class FusionOptions:
     clamp: bool = False
     prop_attn: bool = True
     align: int | None = None
+    selection: Selection = Selection.BIPARTITE
     config_file: Path | None = None
 
     @property
@@ -89,6 +90,7 @@ class FusionOptions:
             clamp=self.clamp,
             ops=None if self.ops is None else tuple(op.strip() for op in self.ops.split(",")),
             align=self.align,
+            selection=self.selection,
         )
 
 
@@ -172,6 +174,17 @@ _FUSION_PARAMETERS = [
                 ),
             ],
             None,
+        ),
+        (
+            "selection",
+            Annotated[
+                Selection,
+                typer.Option(
+                    help="Which tokens may be removed: bipartite (ToMe), energy (isolated tokens protected) or "
+                    "attention (tokens the class token attends to most protected)."
+                ),
+            ],
+            Selection.BIPARTITE,
         ),
         (
             "config_file",
