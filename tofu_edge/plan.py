@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tofu_edge.arch import ViTArch, max_reduction, split_sizes
-from tofu_edge.config import DEFAULT_TOFU_SWITCH, FusionConfig, Mode, StepOp
-from tofu_edge.errors import ScheduleError
+from tofu_edge.config import DEFAULT_TOFU_SWITCH, FusionConfig, Mode, Selection, StepOp
+from tofu_edge.errors import ConfigError, ScheduleError
 
-__all__ = ["BlockPlan", "FusionPlan", "resolve_plan", "schedule_r", "align_schedule"]
+__all__ = ["BlockPlan", "FusionPlan", "resolve_plan", "schedule_r", "align_schedule", "protected_count"]
+
+PROTECT_FRACTION = 0.1  # of a block's A tokens, for the energy and attention selections (benchmarks/README.md)
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,8 @@ class BlockPlan:
         sized: Token sizes can differ from 1 at the input (an earlier block merged).
         prop_attn: Add ``log(size)`` to the attention logits (only when ``sized``).
         macs: MACs of this block for one image.
+        selection: Which A tokens may become sources (`Selection`).
+        protect: A tokens the selection protects from removal (0 for ``bipartite``).
     """
 
     index: int
@@ -34,6 +38,8 @@ class BlockPlan:
     sized: bool
     prop_attn: bool
     macs: int
+    selection: Selection = Selection.BIPARTITE
+    protect: int = 0
 
     @property
     def tokens_out(self) -> int:
@@ -55,6 +61,8 @@ class BlockPlan:
             "tokens_out": self.tokens_out,
             "prop_attn": self.prop_attn,
             "gmacs": self.macs / 1e9,
+            "selection": self.selection.value,
+            "protect": self.protect,
         }
 
 
@@ -155,7 +163,20 @@ def _block_op(config: FusionConfig, index: int, num_blocks: int) -> StepOp:
     return StepOp.PRUNE if index < switch else StepOp.MLERP
 
 
+def protected_count(num_a: int, r: int, selection: Selection) -> int:
+    """How many A tokens ``selection`` protects in a block of ``num_a`` A tokens that removes ``r``:
+    ``PROTECT_FRACTION * num_a`` rounded half up, capped so that ``r`` unprotected ones remain."""
+    if selection is Selection.BIPARTITE or r == 0:
+        return 0
+    return max(0, min(int(PROTECT_FRACTION * num_a + 0.5), num_a - r))
+
+
 def _plan(config: FusionConfig, arch: ViTArch, rs: list[int]) -> FusionPlan:
+    if config.selection is Selection.ATTENTION and arch.num_prefix == 0:
+        raise ConfigError(
+            f"selection=attention follows the class token's attention, and {arch.name} has no class token; "
+            "use selection=energy or bipartite"
+        )
     blocks = []
     tokens, sized = arch.num_tokens, False
     for index, r in enumerate(rs):
@@ -179,6 +200,8 @@ def _plan(config: FusionConfig, arch: ViTArch, rs: list[int]) -> FusionPlan:
             sized=sized,
             prop_attn=config.prop_attn and sized,
             macs=arch.block_macs(tokens, r),
+            selection=config.selection,
+            protect=protected_count(split_sizes(tokens, arch.num_prefix)[0], r, config.selection),
         )
         blocks.append(block)
         tokens, sized = block.tokens_out, sized or block.merges

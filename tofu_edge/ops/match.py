@@ -119,15 +119,23 @@ def cosine_scores(metric: torch.Tensor, num_prefix: int) -> torch.Tensor:
     return token_range(metric, a_start, num_tokens, 2) @ token_range(metric, b_start, num_tokens, 2).transpose(1, 2)
 
 
-def match_scores(scores: torch.Tensor, num_tokens: int, num_prefix: int, r: int) -> TokenMatch:
+def match_scores(
+    scores: torch.Tensor, num_tokens: int, num_prefix: int, r: int, protected: torch.Tensor | None = None
+) -> TokenMatch:
     """The index plan from A-to-B scores: best partners, a stable ranking, the top ``r`` as sources.
+
+    ``protected`` A tokens rank below every other one (their best score counts as -inf), so they become sources
+    only where fewer than ``r`` others are left, which the plan never allows (`tofu_edge.ops.select`).
 
     Shapes:
         scores: [B, |A|, |B|]
+        protected: [B, |A|] (bool)
     """
     batch, num_a, num_b = scores.shape
     a_start, b_start = split_starts(num_prefix)
     best_score, best_dst = scores.max(dim=-1)  # first maximum on ties
+    if protected is not None:
+        best_score = best_score.masked_fill(protected, float("-inf"))
     a_order = source_order(best_score, r)
     positions = a_start + 2 * a_order  # [B, |A|] positions in the sequence: sources, then the unmatched
     kept = token_range(positions, r, num_a)

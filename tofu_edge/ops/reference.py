@@ -10,25 +10,60 @@ import math
 
 import torch
 
-from tofu_edge.config import StepOp
+from tofu_edge.config import Selection, StepOp
 from tofu_edge.ops.match import EPS
+from tofu_edge.ops.select import ENERGY_MARGIN
 
-__all__ = ["reference_step", "reference_scores", "reference_match", "reference_merge"]
+__all__ = ["reference_step", "reference_scores", "reference_protected", "reference_match", "reference_merge"]
 
 
 def reference_step(
-    x: torch.Tensor, size: torch.Tensor, metric: torch.Tensor, num_prefix: int, r: int, op: StepOp
+    x: torch.Tensor,
+    size: torch.Tensor,
+    metric: torch.Tensor,
+    num_prefix: int,
+    r: int,
+    op: StepOp,
+    selection: Selection = Selection.BIPARTITE,
+    protect: int = 0,
+    attention: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One fusion step on one image, token by token: scores, match, merge.
+    """One fusion step on one image, token by token: scores, protected tokens, match, merge.
 
     Shapes:
         x: [N, C]
         size: [N]
         metric: [N, Ck]
+        attention: [N] (the class token's attention; ``selection=attention`` only)
         returns: [N - r, C], [N - r]
     """
-    order, dst_slot = reference_match(reference_scores(metric, num_prefix), x.shape[0], num_prefix, r)
+    scores = reference_scores(metric, num_prefix)
+    protected = reference_protected(scores, x.shape[0], num_prefix, selection, protect, attention)
+    order, dst_slot = reference_match(scores, x.shape[0], num_prefix, r, protected)
     return reference_merge(x, size, order, dst_slot, r, op)
+
+
+def reference_protected(
+    scores, num_tokens: int, num_prefix: int, selection: Selection, protect: int, attention=None
+) -> set[int]:
+    """The positions of the A tokens a selection protects: the ``protect`` lowest energies (``energy``) or highest
+    class-token attentions (``attention``), a tie going to the lower position.
+
+    Shapes:
+        scores: |A| lists of |B| floats
+        attention: [N]
+    """
+    if selection is Selection.BIPARTITE or protect == 0:
+        return set()
+    a_set = [i for i in range(num_prefix, num_tokens) if i % 2 == 0]
+    if selection is Selection.ENERGY:
+        priority = {}
+        for a, i in enumerate(a_set):
+            row = [float(s) if float(s) >= ENERGY_MARGIN else math.exp(float(s) - ENERGY_MARGIN) - 1 for s in scores[a]]
+            priority[i] = -sum(row) / len(row)
+    else:
+        priority = {i: float(attention[i]) for i in a_set}
+    return set(sorted(a_set, key=lambda i: (-priority[i], i))[:protect])
 
 
 def reference_scores(metric: torch.Tensor, num_prefix: int) -> list[list[float]]:
@@ -45,8 +80,11 @@ def reference_scores(metric: torch.Tensor, num_prefix: int) -> list[list[float]]
     return [[float(unit[i] @ unit[j]) for j in b_set] for i in a_set]
 
 
-def reference_match(scores, num_tokens: int, num_prefix: int, r: int) -> tuple[list[int], list[int]]:
-    """The index plan of one step from its A-to-B scores (any ``[|A|][|B|]`` indexable of floats).
+def reference_match(
+    scores, num_tokens: int, num_prefix: int, r: int, protected: set[int] = frozenset()
+) -> tuple[list[int], list[int]]:
+    """The index plan of one step from its A-to-B scores (any ``[|A|][|B|]`` indexable of floats); ``protected``
+    A positions rank below all others.
 
     Returns:
         ``order``: positions in output order ``[prefix, unm, B]`` then the sources in ascending position;
@@ -62,7 +100,7 @@ def reference_match(scores, num_tokens: int, num_prefix: int, r: int) -> tuple[l
                 best_score, best_b = float(scores[a][b]), b
         best[i] = (best_score, best_b)
 
-    ranked = sorted(a_set, key=lambda i: (-best[i][0], i))
+    ranked = sorted(a_set, key=lambda i: (i in protected, -best[i][0], i))
     sources = sorted(ranked[:r])
     unmerged = [i for i in a_set if i not in sources]
     first_b_slot = num_prefix + len(unmerged)

@@ -36,27 +36,38 @@ def reference_forward(model: torch.nn.Module, images: torch.Tensor) -> torch.Ten
         size = torch.ones(1, x.shape[1], 1)
         for block in model.blocks:
             step = block.tofu_step
-            keys = _mean_keys(block.attn, block.norm1(x))
-            x, _ = block.attention_residual(x, size)
+            keys, attention = _mean_keys_and_class_attention(block.attn, block.norm1(x), size, step.prop_attn)
+            x, _, _ = block.attention_residual(x, size)
             if step.r > 0:
-                tokens, sizes = reference_step(x[0], size[0, :, 0], keys[0], step.num_prefix, step.r, step.op)
+                tokens, sizes = reference_step(
+                    x[0], size[0, :, 0], keys[0], step.num_prefix, step.r, step.op,
+                    step.selection, step.protect, attention[0],
+                )  # fmt: skip
                 x, size = tokens[None], sizes[None, :, None]
             x = block.mlp_residual(x)
         outputs.append(_reference_head(model, model.norm(x), size[0, :, 0]))
     return torch.cat(outputs)
 
 
-def _mean_keys(attn: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Keys averaged over heads, from the full qkv projection.
+def _mean_keys_and_class_attention(
+    attn: torch.nn.Module, x: torch.Tensor, size: torch.Tensor, proportional: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keys averaged over heads and the class token's head-averaged attention probabilities, from the full qkv
+    projection and an explicit softmax.
 
     Shapes:
         x: [B, N, C]
-        returns: [B, N, D]
+        size: [B, N, 1]
+        returns: [B, N, D], [B, N]
     """
     batch, num_tokens, _ = x.shape
     qkv = attn.qkv(x).reshape(batch, num_tokens, 3, attn.num_heads, attn.head_dim)
-    keys = attn.k_norm(qkv[:, :, 1].transpose(1, 2))  # [B, H, N, D]
-    return keys.mean(dim=1)
+    queries = attn.q_norm(qkv[:, :, 0].transpose(1, 2))  # [B, H, N, D]
+    keys = attn.k_norm(qkv[:, :, 1].transpose(1, 2))
+    logits = (queries @ keys.transpose(-2, -1)) * attn.scale  # [B, H, N, N]
+    if proportional:
+        logits = logits + size.log()[:, None, :, 0][:, :, None, :]
+    return keys.mean(dim=1), logits.softmax(dim=-1)[:, :, 0].mean(dim=1)
 
 
 def _reference_head(model: torch.nn.Module, x: torch.Tensor, size: torch.Tensor) -> torch.Tensor:

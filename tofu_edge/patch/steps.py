@@ -25,7 +25,7 @@ import torch
 
 from tofu_edge.arch import split_sizes
 from tofu_edge.choices import StepBackend, parse_choice
-from tofu_edge.config import StepOp
+from tofu_edge.config import Selection, StepOp
 from tofu_edge.errors import ConfigError, MissingDependencyError
 from tofu_edge.ops.match import TokenMatch, match_tokens
 from tofu_edge.ops.merge import fuse_tokens
@@ -33,7 +33,15 @@ from tofu_edge.ops.merge import fuse_tokens
 if TYPE_CHECKING:
     from tofu_edge.patch.block import FusedBlock
 
-__all__ = ["FusionStep", "torch_step", "triton_fusion_step", "auto_step", "step_for", "use_step"]
+__all__ = [
+    "FusionStep",
+    "torch_step",
+    "triton_fusion_step",
+    "auto_step",
+    "step_for",
+    "use_step",
+    "unsupported_selection",
+]
 
 StepResult = tuple[torch.Tensor, "torch.Tensor | None", "TokenMatch | None"]
 
@@ -133,7 +141,8 @@ def use_step(model: torch.nn.Module, step: StepBackend | str | FusionStep) -> to
         The same model object.
 
     Raises:
-        ConfigError: ``model`` is not fused, or an unknown backend name.
+        ConfigError: ``model`` is not fused, an unknown backend name, or a step that does not run the model's
+            selection (only the PyTorch ops run selections other than ``bipartite``).
     """
     from tofu_edge.patch.block import FusedBlock
 
@@ -141,12 +150,26 @@ def use_step(model: torch.nn.Module, step: StepBackend | str | FusionStep) -> to
     if not blocks:
         raise ConfigError("use_step needs a fused model: call tofu_edge.fuse(model, config) first")
     chosen = step if callable(step) else step_for(step)
+    if chosen not in (auto_step, torch_step):
+        for block in blocks:
+            if block.tofu_step.r and block.tofu_step.selection is not Selection.BIPARTITE:
+                raise ConfigError(unsupported_selection(block.tofu_step.selection, chosen))
     for block in blocks:
         if chosen is auto_step:
             block.__dict__.pop("tofu_fusion", None)  # back to the class default
         else:
             block.tofu_fusion = chosen
     return model
+
+
+def unsupported_selection(selection: Selection, step: FusionStep) -> str:
+    """The one-line refusal of a selection on a step other than the PyTorch ops (Triton, plugin nodes, kernels)."""
+    name = getattr(step, "__name__", type(step).__name__)
+    return (
+        f"selection={selection.value} runs on the PyTorch ops and in the portable ONNX flavour only; the Triton step, "
+        f"the plugin flavour and the plugin kernels ({name} here) run selection=bipartite: export with --flavor "
+        "portable, or use_step(model, 'torch')"
+    )
 
 
 @torch.compiler.assume_constant_result  # a fact of the machine: torch.compile need not trace the probe
