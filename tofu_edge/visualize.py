@@ -80,8 +80,8 @@ def track_sources(model: torch.nn.Module, images: torch.Tensor) -> TokenSources:
         sources = sources.expand(batch, -1, -1).contiguous()
         size = None
         for block in model.blocks:
-            x, metric = block.attention_residual(x, size)
-            x, size, match = block.fusion_step(x, size, metric)
+            x, metric, attention = block.attention_residual(x, size)
+            x, size, match = block.fusion_step(x, size, metric, attention)
             if match is not None:
                 sources = merge_sources(sources, match, block.tofu_step.op)
             x = block.mlp_residual(x)

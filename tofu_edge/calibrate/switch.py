@@ -148,7 +148,7 @@ def _probe(model: torch.nn.Module, images: torch.Tensor, config: FusionConfig) -
         x = embed_tokens(fused, images)
         for block in fused.blocks:
             step = block.tofu_step
-            x, metric = block.attention_residual(x, None)
+            x, metric, _ = block.attention_residual(x, None)
             after = block.mlp_residual
             if step.r > 0:
                 match = match_tokens(metric, step.num_prefix, step.r)
