@@ -21,6 +21,7 @@ LAYERS = {
     "files": "core",
     "choices": "core",
     "stats": "core",
+    "batches": "core",  # a static-batch model over a set of any size (numpy): exporters, measures and tools
     "versions": "core",
     "image_file": "core",  # one image file as RGB (Pillow, numpy): every reader of photos, a device's included
     "ops": "ops",

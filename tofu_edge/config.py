@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -143,6 +144,12 @@ class FusionConfig:
                 raise ConfigError(f"keep must be a fraction of the MACs in (0, 1], got {self.keep}")
             if self.r != 0 or self.inflection:
                 raise ConfigError("give either keep (a MACs target) or r (a token schedule), not both")
+
+    def token_schedule(self) -> FusionConfig:
+        """This config's token schedule alone: the same ``r`` or ``keep`` (and ``inflection``, ``clamp``, ``align``,
+        ``prop_attn``, ``selection``) with the default operations, ``mlerp`` in every block; what ``calibrate`` and
+        ``tune`` choose the operations (mode, switch, per-block ops) for."""
+        return dataclasses.replace(self, mode=DEFAULT_MODE, switch=None, ops=None)
 
     def to_dict(self) -> dict:
         """The config as plain JSON types."""

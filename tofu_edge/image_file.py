@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,11 +19,27 @@ from tofu_edge.errors import TofuError
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["read_rgb", "to_rgb", "DRAFT_SIDE", "TRANSPARENT_BACKGROUND"]
+__all__ = ["read_rgb", "to_rgb", "image_files", "IMAGE_SUFFIXES", "DRAFT_SIDE", "TRANSPARENT_BACKGROUND"]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")  # what a folder of photos is read for, in any case
 
 DRAFT_SIDE = 1024  # a large JPEG is decoded at 1/2, 1/4 or 1/8 scale while both sides stay at least this long
 TRANSPARENT_BACKGROUND = (255, 255, 255, 255)  # what transparent pixels become: white, as a page shows them
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
+def image_files(paths: Iterable[Path]) -> list[Path]:
+    """The image files among ``paths`` (a folder's ``iterdir``, ``glob`` or ``rglob``), sorted: files with one of
+    `IMAGE_SUFFIXES`, hidden ones left out, each file once (two links to one file count once)."""
+    files, seen = [], set()
+    for path in sorted(paths):
+        if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):
+            continue
+        real = path.resolve()
+        if real not in seen:
+            seen.add(real)
+            files.append(path)
+    return files
 
 
 def read_rgb(path: str | Path) -> Image.Image:

@@ -10,7 +10,8 @@ import torch
 from timm.data import create_transform, resolve_data_config
 
 from tofu_edge.errors import TofuError
-from tofu_edge.image_file import read_rgb
+from tofu_edge.image_file import IMAGE_SUFFIXES, image_files, read_rgb
+from tofu_edge.models import input_shape
 
 __all__ = [
     "data_config",
@@ -22,14 +23,12 @@ __all__ = [
     "IMAGE_SUFFIXES",
 ]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 FLAT_COLOURS = ((0, 0, 0), (255, 255, 255), (128, 128, 128), (200, 40, 40))
 
 
 def data_config(model: torch.nn.Module) -> dict:
     """timm's evaluation preprocessing for ``model`` at the input size it was built for."""
-    size = (model.patch_embed.proj.in_channels, *model.patch_embed.img_size)
-    return resolve_data_config({"input_size": size}, model=model)
+    return resolve_data_config({"input_size": input_shape(model)}, model=model)
 
 
 def random_images(count: int, shape: tuple[int, int, int], seed: int = 0) -> torch.Tensor:
@@ -76,7 +75,7 @@ def photo_images(model: torch.nn.Module, folder: Path, limit: int = 8, pattern: 
     """
     if not folder.is_dir():
         raise TofuError(f"image folder {folder} does not exist")
-    files = sorted(p for p in folder.glob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
+    files = image_files(folder.glob(pattern))[:limit]
     if not files:
         raise TofuError(f"image folder {folder} has no {'/'.join(IMAGE_SUFFIXES)} files")
     transform = create_transform(**data_config(model))

@@ -9,7 +9,7 @@ import torch
 
 from tofu_edge.errors import ConfigError, TofuError, UnknownModelError
 
-__all__ = ["create_model"]
+__all__ = ["create_model", "input_shape"]
 
 
 def create_model(name: str, *, img_size: int | None = None, pretrained: bool = False, **kwargs) -> torch.nn.Module:
@@ -43,3 +43,12 @@ def create_model(name: str, *, img_size: int | None = None, pretrained: bool = F
     except (TypeError, ValueError, AssertionError) as error:
         raise ConfigError(f"timm cannot build {name} with {kwargs}: {error}") from None
     return model.eval()
+
+
+def input_shape(model: torch.nn.Module) -> tuple[int, int, int]:
+    """``(channels, height, width)`` of one image that a timm ViT was built for (its patch embedding's).
+
+    Shapes:
+        returns: (C, H, W) of the model's input [B, C, H, W]
+    """
+    return (model.patch_embed.proj.in_channels, *model.patch_embed.img_size)

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from tofu_edge.config import FusionConfig, Mode, StepOp
-from tofu_edge.patch.timm import _size_weighted_tokens, describe_vit, embed_tokens, fuse
+from tofu_edge.config import FusionConfig, StepOp
+from tofu_edge.patch.timm import describe_vit, embed_tokens, fuse
 from tofu_edge.plan import FusionPlan, resolve_plan
 
 __all__ = ["OpsRunner", "switch_ops", "uniform_ops", "output_cosines"]
@@ -66,7 +66,7 @@ class OpsRunner:
         self._model = copy.deepcopy(model)
         self._arch = describe_vit(self._model)
         self._images = images
-        self._schedule = dataclasses.replace(schedule, mode=Mode.MLERP, switch=None, ops=None)
+        self._schedule = schedule.token_schedule()
         self._plan: tuple | None = None  # block plans of the last list run
         self._states: list[tuple[torch.Tensor, torch.Tensor | None]] = []  # tokens and sizes entering each block
         self.blocks_run = 0  # fused blocks computed so far: the cost the prefix sharing saves on
@@ -120,10 +120,7 @@ class OpsRunner:
                 self._states.append((x, size))
                 self.blocks_run += 1
             self._states.pop()  # the last block's output is not the input of any block
-            tokens = model.norm(x)
-            if model.global_pool == "avg" and size is not None:  # as the fused model pools: weighted by size
-                tokens = _size_weighted_tokens(tokens, size, model.num_prefix_tokens)
-            outputs = model.forward_head(tokens)
+            outputs = model.forward_fused_head(model.norm(x), size)
         self._plan = plan
         return outputs
 

@@ -19,7 +19,6 @@ merging everywhere; it cannot see how an early merge's error grows through later
 from __future__ import annotations
 
 import copy
-import dataclasses
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -27,7 +26,7 @@ import torch
 
 from tofu_edge.calibrate.runner import OpsRunner, output_cosines, switch_ops
 from tofu_edge.choices import CalibrationMethod, parse_choice
-from tofu_edge.config import FusionConfig, Mode, StepOp
+from tofu_edge.config import FusionConfig, StepOp
 from tofu_edge.errors import ConfigError
 from tofu_edge.ops.match import match_tokens
 from tofu_edge.ops.merge import fuse_tokens
@@ -104,7 +103,7 @@ def calibrate_switch(
     method = parse_choice(CalibrationMethod, method, "calibration method")
     if method is CalibrationMethod.PER_BLOCK:
         raise ConfigError("calibrate_switch picks one switch; per-block calibration is calibrate_ops")
-    schedule = dataclasses.replace(config, mode=Mode.MLERP, switch=None, ops=None)
+    schedule = config.token_schedule()
     probes = _probe(model, images, schedule)
     switches = range(len(probes) + 1)
     probe_errors = tuple(

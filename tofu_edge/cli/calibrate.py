@@ -74,7 +74,7 @@ def calibrate_command(
     from tofu_edge.images import bundled_photo_folder, photo_images
     from tofu_edge.models import create_model
 
-    schedule = _schedule(fusion.config() if fusion.schedule_given else FusionConfig(r=DEFAULT_CALIBRATION_R))
+    schedule = (fusion.config() if fusion.schedule_given else FusionConfig(r=DEFAULT_CALIBRATION_R)).token_schedule()
     if output is not None:
         check_writable(output)  # before the calibration, not after it
     network = create_model(model, img_size=img_size)
@@ -140,11 +140,6 @@ def export_flags(config: FusionConfig) -> str:
         if config.switch is not None:
             flags.append(f"--switch {config.switch}")
     return " ".join(flags)
-
-
-def _schedule(config: FusionConfig) -> FusionConfig:
-    """The token schedule of ``config``, without its operations (those are what calibration chooses)."""
-    return dataclasses.replace(config, mode=Mode.MLERP, switch=None, ops=None)
 
 
 def _model_flags(img_size: int | None, checkpoint: Path | None) -> str:

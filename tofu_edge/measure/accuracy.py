@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from timm.data import create_transform
 
+from tofu_edge.batches import run_in_batches
 from tofu_edge.checkpoint import load_checkpoint
 from tofu_edge.choices import Device, StepBackend, parse_choice
 from tofu_edge.config import FusionConfig
@@ -21,6 +22,7 @@ from tofu_edge.measure.dataset import find_images, image_batches
 from tofu_edge.measure.file_reference import check_same_weights, classifier_metadata, reference_model
 from tofu_edge.measure.variants import variant_name
 from tofu_edge.models import create_model
+from tofu_edge.models import input_shape as model_input_shape
 from tofu_edge.patch import fuse, use_step
 from tofu_edge.plan import FusionPlan
 
@@ -212,7 +214,7 @@ def evaluate(
         reference = create_model(model, img_size=img_size)
         if checkpoint is not None:
             load_checkpoint(reference, checkpoint)
-    input_shape = (reference.patch_embed.proj.in_channels, *reference.patch_embed.img_size)
+    input_shape = model_input_shape(reference)
     top_label = max(label for _, label in dataset.samples)
     if reference.num_classes and top_label >= reference.num_classes:
         raise ConfigError(
@@ -282,7 +284,9 @@ def _onnx_run(path: Path, input_shape: tuple[int, ...]) -> Run:
         )
 
     def run(images: torch.Tensor) -> np.ndarray:
-        return _padded(lambda a: session.run(None, {spec.name: a})[0], images.numpy(), static_batch)
+        return run_in_batches(
+            lambda a: session.run(None, {spec.name: a})[0], images.numpy().astype(np.float32), static_batch
+        )
 
     return run
 
@@ -294,19 +298,8 @@ def _engine_run(path: Path, plugins: Sequence[str | Path] | None) -> Run:
     static_batch = runner.inputs[0].shape[0] if runner.inputs[0].shape[0] > 0 else None
 
     def run(images: torch.Tensor) -> np.ndarray:
-        return _padded(lambda a: next(iter(runner.run(a).outputs.values())), images.numpy(), static_batch)
+        return run_in_batches(
+            lambda a: next(iter(runner.run(a).outputs.values())), images.numpy().astype(np.float32), static_batch
+        )
 
     return run
-
-
-def _padded(run: Callable[[np.ndarray], np.ndarray], images: np.ndarray, batch: int | None) -> np.ndarray:
-    """Run ``images`` in chunks of a static ``batch`` (the last chunk padded by repeating its last image)."""
-    images = images.astype(np.float32)
-    if batch is None:
-        return run(images)
-    chunks = []
-    for start in range(0, len(images), batch):
-        chunk = images[start : start + batch]
-        padded = np.concatenate([chunk, np.repeat(chunk[-1:], batch - len(chunk), axis=0)])
-        chunks.append(run(padded)[: len(chunk)])
-    return np.concatenate(chunks)

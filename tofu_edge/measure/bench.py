@@ -102,7 +102,7 @@ def bench_model(
     import torch
 
     from tofu_edge.checkpoint import load_checkpoint
-    from tofu_edge.models import create_model
+    from tofu_edge.models import create_model, input_shape
     from tofu_edge.patch import describe_vit
     from tofu_edge.plan import resolve_plan
 
@@ -120,7 +120,7 @@ def bench_model(
     arch = describe_vit(base)
     plans = {v.name: resolve_plan(v.config, arch) for v in variants if v.config is not None}  # fails early on bad r
     unfused_macs = resolve_plan(FusionConfig(), arch).unfused_macs
-    images = torch.randn(batch, 3, *base.patch_embed.img_size, generator=torch.Generator().manual_seed(SEED))
+    images = torch.randn(batch, *input_shape(base), generator=torch.Generator().manual_seed(SEED))
     with contextlib.ExitStack() as stack:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tofu-bench-")))
         runners = []

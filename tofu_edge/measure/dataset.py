@@ -3,14 +3,15 @@ folder of unlabelled photos, and image loading with one-line errors."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from tofu_edge.errors import ConfigError, TofuError
-from tofu_edge.images import IMAGE_SUFFIXES, load_image
+from tofu_edge.image_file import IMAGE_SUFFIXES, image_files
+from tofu_edge.images import load_image
 
 __all__ = ["ImageFolderSet", "find_images", "image_batches", "UNLABELLED"]
 
@@ -65,7 +66,7 @@ def find_images(root: str | Path, *, limit: int | None = None, numeric_labels: b
         raise TofuError(f"dataset folder {root} does not exist")
     classes = tuple(sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")))
     if not classes:
-        samples = [(file, UNLABELLED) for file in _image_files(root.iterdir())]
+        samples = [(file, UNLABELLED) for file in image_files(root.iterdir())]
         if not samples:
             raise TofuError(
                 f"dataset folder {root} holds no {'/'.join(IMAGE_SUFFIXES)} files "
@@ -75,23 +76,10 @@ def find_images(root: str | Path, *, limit: int | None = None, numeric_labels: b
     samples = []
     for index, name in enumerate(classes):
         label = _label(name, root) if numeric_labels else index
-        samples += [(file, label) for file in _image_files(_walk(root / name, root))]
+        samples += [(file, label) for file in image_files(_walk(root / name, root))]
     if not samples:
         raise TofuError(f"dataset folder {root} has no {'/'.join(IMAGE_SUFFIXES)} files in its class subfolders")
     return ImageFolderSet(root=root, classes=classes, samples=tuple(_spread(samples, limit)))
-
-
-def _image_files(paths: Iterable[Path]) -> list[Path]:
-    """The image files among ``paths``, sorted, each file once (two links to one file count once)."""
-    files, seen = [], set()
-    for path in sorted(paths):
-        if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):
-            continue
-        real = path.resolve()
-        if real not in seen:
-            seen.add(real)
-            files.append(path)
-    return files
 
 
 def _walk(folder: Path, root: Path) -> Iterator[Path]:

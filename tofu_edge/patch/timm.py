@@ -10,6 +10,7 @@ from timm.models.vision_transformer import Block, VisionTransformer
 from tofu_edge.arch import ViTArch
 from tofu_edge.config import FusionConfig
 from tofu_edge.errors import InputShapeError, UnsupportedModelError
+from tofu_edge.models import input_shape
 from tofu_edge.patch.block import FusedBlock
 from tofu_edge.plan import FusionPlan, resolve_plan
 
@@ -65,7 +66,16 @@ class FusedVisionTransformer:
             returns: [B, num_classes]
         """
         _reject_masks(attn_mask, is_causal)
-        tokens, size = self.forward_tokens(images)
+        return self.forward_fused_head(*self.forward_tokens(images))
+
+    def forward_fused_head(self, tokens: torch.Tensor, size: torch.Tensor | None) -> torch.Tensor:
+        """The model's head on fused tokens: timm's `forward_head`, its average pooling weighted by size.
+
+        Shapes:
+            tokens: [B, N_out, C] after the final norm
+            size: [B, N_out, 1], or ``None`` while all ones
+            returns: [B, num_classes]
+        """
         if self.global_pool == "avg" and size is not None:
             tokens = _size_weighted_tokens(tokens, size, self.num_prefix_tokens)
         return self.forward_head(tokens)
@@ -74,7 +84,7 @@ class FusedVisionTransformer:
         raise UnsupportedModelError("forward_intermediates needs full token grids; call tofu_edge.unfuse(model) first")
 
     def _check_images(self, images: torch.Tensor) -> None:
-        expected = (self.patch_embed.proj.in_channels, *self.patch_embed.img_size)
+        expected = input_shape(self)
         if images.dim() != 4 or tuple(images.shape[1:]) != expected:
             raise InputShapeError(
                 f"{self.tofu_plan.arch.name} was fused for images of shape [B, {', '.join(map(str, expected))}], "

@@ -120,7 +120,7 @@ def op_variants(candidate: Candidate, arch: ViTArch, switches: tuple[int, ...] =
     Raises:
         ConfigError: the candidate is unfused.
     """
-    schedule = dataclasses.replace(candidate.config, mode=Mode.MLERP, switch=None, ops=None)
+    schedule = candidate.config.token_schedule()
     configs = [dataclasses.replace(schedule, mode=Mode.MEAN)]
     configs += [dataclasses.replace(schedule, mode=Mode.TOFU, switch=s) for s in switches if s < arch.num_blocks]
     return [_with_config(candidate, config) for config in configs]
@@ -128,7 +128,7 @@ def op_variants(candidate: Candidate, arch: ViTArch, switches: tuple[int, ...] =
 
 def with_ops(candidate: Candidate, ops: tuple[StepOp, ...]) -> Candidate:
     """The candidate's token schedule with one step operation per block (what ``calibrate --per-block`` picks)."""
-    schedule = dataclasses.replace(candidate.config, mode=Mode.MLERP, switch=None, ops=tuple(ops))
+    schedule = dataclasses.replace(candidate.config.token_schedule(), ops=tuple(ops))
     return _with_config(candidate, schedule, "per-block")
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tofu_edge.batches import run_in_batches
 from tofu_edge.choices import Backend, Device, StepBackend, parse_choice
 from tofu_edge.errors import ConfigError
 from tofu_edge.measure.bench import Timing
@@ -24,6 +25,7 @@ from tofu_edge.measure.environment import torch_threads
 from tofu_edge.measure.latency import Runner, measure_interleaved, ort_runner, paired_speedup
 from tofu_edge.measure.variant_runners import SEED, check_backend, model_runner
 from tofu_edge.measure.variants import Variant
+from tofu_edge.models import input_shape
 from tofu_edge.tune.candidates import Candidate
 
 __all__ = ["LatencyLab", "Measurement"]
@@ -81,7 +83,7 @@ class LatencyLab:
         self._provider = check_backend(backend, device, None, False, batch)
         self._model, self._backend, self._device, self._compile = model, backend, device, compile
         self._timing = Timing(threads=threads)
-        shape = (batch, 3, *model.patch_embed.img_size)
+        shape = (batch, *input_shape(model))
         self._images = torch.randn(shape, generator=torch.Generator().manual_seed(SEED))
         self._stack = contextlib.ExitStack()
         self._folder = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="tofu-tune-")))
@@ -161,13 +163,9 @@ class LatencyLab:
         """
         self.prepare(candidate)
         session = self._sessions[candidate.key]
-        name, batch = session.get_inputs()[0].name, self._images.shape[0]
-        chunks = []
-        for start in range(0, len(images), batch):
-            chunk = images[start : start + batch].numpy().astype(np.float32)
-            padded = np.concatenate([chunk, np.repeat(chunk[-1:], batch - len(chunk), axis=0)])
-            chunks.append(session.run(None, {name: padded})[0][: len(chunk)])
-        return np.concatenate(chunks)
+        name = session.get_inputs()[0].name
+        run = lambda chunk: session.run(None, {name: chunk})[0]  # noqa: E731
+        return run_in_batches(run, images.numpy().astype(np.float32), self._images.shape[0])
 
     def _int8_runner(self, candidate: Candidate) -> Runner:
         from tofu_edge.export import Int8Config, export_onnx, ort_session
