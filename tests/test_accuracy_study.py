@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
 import tofu_edge
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `benchmarks` is a folder of the repository, not part of the installed package
-    sys.path.insert(0, str(ROOT))
 
 pytest.importorskip("safetensors")
 study = pytest.importorskip("benchmarks.accuracy_study")

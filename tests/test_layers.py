@@ -1,9 +1,12 @@
 """The package's layers (docs/design.md, "Layers"): no lower layer imports a higher one, and what must run without
-torch imports no torch. Every import statement counts, at module level or inside a function."""
+torch imports no torch. Every import statement counts, at module level or inside a function. `benchmarks/` sits on
+top: its scripts may import the package (every module and name they import must exist), never the reverse."""
 
 from __future__ import annotations
 
 import ast
+import importlib
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +14,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "tofu_edge"
+BENCHMARKS = PACKAGE.parent / "benchmarks"
+OUTSIDE_THE_PACKAGE = ("benchmarks", "tests")  # folders of the checkout that the package must never import
 
 # module (dotted, relative to tofu_edge) -> its layer; a module's layer is its name's longest listed prefix
 LAYERS = {
@@ -177,3 +182,81 @@ def test_fusing_a_model_imports_no_exporter_or_runtime():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_the_package_imports_neither_benchmarks_nor_tests():
+    for module, path in modules().items():
+        wrong = {name for name in imports(path, module) if name.split(".")[0] in OUTSIDE_THE_PACKAGE}
+        assert not wrong, f"tofu_edge.{module} imports {wrong}: benchmarks and tests sit above the package"
+
+
+def benchmark_modules() -> dict[str, Path]:
+    """``benchmarks.<name>`` -> file, for every script and helper under benchmarks/."""
+    found = {}
+    for path in sorted(BENCHMARKS.rglob("*.py")):
+        parts = path.relative_to(BENCHMARKS.parent).with_suffix("").parts
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def imported_names(path: Path) -> set[tuple[str, str | None]]:
+    """``(module, name)`` for every ``from module import name`` in ``path`` (``(module, None)`` for ``import
+    module``), at module level or inside a function; relative imports are not used in benchmarks/."""
+    found: set[tuple[str, str | None]] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update((alias.name, None) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert not node.level, f"{path}: relative import of {node.module}"
+            found.update((node.module or "", alias.name) for alias in node.names)
+    return found
+
+
+def top_level_names(path: Path) -> set[str]:
+    """The names a module defines on import: functions, classes, assignments and imports outside functions."""
+    names, todo = set(), list(ast.parse(path.read_text()).body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        elif isinstance(node, (ast.If, ast.Try, ast.With)):
+            todo += [*node.body, *getattr(node, "orelse", []), *getattr(node, "finalbody", [])]
+            todo += [child for handler in getattr(node, "handlers", []) for child in handler.body]
+    return names
+
+
+@pytest.mark.parametrize("module", sorted(benchmark_modules()))
+def test_benchmarks_import_what_exists(module):
+    """A change to the package that leaves a benchmark behind fails here, not when the study next runs (hours)."""
+    known = benchmark_modules()
+    missing = [
+        f"{imported}.{name}" if name else imported
+        for imported, name in sorted(imported_names(known[module]), key=str)
+        if not _exists(imported, name, known)
+    ]
+    assert not missing, f"{module} imports what the package or benchmarks/ do not have: {missing}"
+
+
+def _exists(module: str, name: str | None, known: dict[str, Path]) -> bool:
+    """Whether ``from module import name`` (or ``import module``) can work: benchmarks/ modules are read, the
+    package's are imported (its lazy packages resolve names on attribute access); other packages are not checked,
+    nor a module of the package that needs an optional dependency this machine lacks."""
+    root = module.split(".")[0]
+    if root == "benchmarks":
+        if module not in known:
+            return False
+        return name is None or f"{module}.{name}" in known or name in top_level_names(known[module])
+    if root != "tofu_edge":
+        return True
+    try:
+        found = importlib.import_module(module)
+    except ModuleNotFoundError as error:
+        return not (error.name or "").startswith("tofu_edge")
+    if name is None or hasattr(found, name):
+        return True
+    return importlib.util.find_spec(f"{module}.{name}") is not None

