@@ -149,7 +149,12 @@ def test_calibration_folder_count_progress_and_a_failed_int8_parity_leaves_nothi
     for i in range(5):
         Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(photos / f"{i}.png")
     calls = []
-    config = Int8Config(recipe="static-qdq", calibration_images=tmp_path / "photos", calibration_count=3)
+    config = Int8Config(
+        recipe="static-qdq",
+        calibration_images=tmp_path / "photos",
+        calibration_count=3,
+        tolerance=ParityTolerance(min_cosine=1.0),
+    )
     out = tmp_path / "out"
     with pytest.raises(ParityError, match="m.onnx: INT8 vs float fused .onnxruntime. parity out of tolerance"):
         export_onnx(
@@ -158,7 +163,6 @@ def test_calibration_folder_count_progress_and_a_failed_int8_parity_leaves_nothi
             FUSION,
             batch=2,
             int8=config,
-            tolerance=ParityTolerance(min_cosine=1.0),
             calibration_progress=lambda done, total: calls.append((done, total)),
         )
     assert calls == [(2, 3), (3, 3)]  # a static batch of 2: the last batch padded

@@ -130,6 +130,8 @@ def export_command(
     given = {"min_cosine": min_cosine, "min_top1_agreement": min_top1}
     base = INT8_TOLERANCE if int8_config is not None else ParityTolerance()
     tolerance = replace(base, **{key: value for key, value in given.items() if value is not None})
+    if int8_config is not None:  # the tolerances judge the INT8 model; the float one keeps the defaults
+        int8_config, tolerance = replace(int8_config, tolerance=tolerance), None
     console = Console(stderr=True)
     columns = (TextColumn("INT8 calibration"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     calibrated = int8_config is not None and int8_config.recipe.calibrated

@@ -9,29 +9,29 @@ written with external data, ``<name>.onnx`` plus ``<name>.onnx.data``; all files
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import shutil
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnx_ir
-import onnxscript.optimizer
 import torch
 
+from tofu_edge.choices import Flavor
 from tofu_edge.diffusion.apply import DiffusionPlan, apply, is_applied, latent_size, remove
 from tofu_edge.diffusion.config import DiffusionFusionConfig
 from tofu_edge.diffusion.inputs import example_inputs, input_family, input_ranges
 from tofu_edge.errors import ConfigError, ExportError
-from tofu_edge.export.graph import check_portable, convert_opset, op_counts, set_metadata
+from tofu_edge.export.graph import check_opset, check_portable, convert_opset, op_counts, set_metadata
+from tofu_edge.export.metadata import MetadataKey, prefixed
 from tofu_edge.export.parity import ParityReport, ParityTolerance, compare_outputs
 from tofu_edge.export.session import ort_session
+from tofu_edge.export.trace import trace_onnx
 from tofu_edge.files import atomic_outputs, check_writable
 from tofu_edge.versions import EXPORT_PACKAGES, package_versions
 from tofu_edge.weights import weights_fingerprint
@@ -124,7 +124,7 @@ def export_onnx(
     output = Path(output)
     if batch < 1 or parity_runs < 1:
         raise ConfigError(f"batch and parity_runs must be >= 1, got {batch} and {parity_runs}")
-    convert_opset(onnx.helper.make_model(onnx.helper.make_graph([], "probe", [], [])), opset)  # validates opset
+    check_opset(opset)
     check_writable(output)
     family = input_family(model)
     fingerprint = weights_fingerprint(model)  # before fusion (which keeps the state_dict keys anyway)
@@ -148,10 +148,7 @@ def export_onnx(
             proto = convert_opset(onnx.load(str(graph_file), load_external_data=False), opset)
             with _working_dir(scratch):  # the checker finds external data relative to the working directory
                 proto = check_portable(proto, dynamic_batch=False)
-            set_metadata(proto, _metadata(plan, feeds[0], input_ranges(model, family)))
-            set_metadata(proto, {"tofu_edge.weights_sha256": fingerprint})
-            if seed is not None:
-                set_metadata(proto, {"tofu_edge.seed": str(seed)})
+            set_metadata(proto, _metadata(plan, feeds[0], input_ranges(model, family), fingerprint, seed))
             onnx.save(proto, str(graph_file))
             parity = _parity(graph_file, adapter, feeds, tolerance or PARITY_TOLERANCE)
             trt = _tensorrt_rtx(graph_file) if tensorrt_rtx else None
@@ -206,25 +203,11 @@ class _StepAdapter(torch.nn.Module):
 
 
 def _trace(adapter: torch.nn.Module, feed: dict[str, torch.Tensor]) -> onnx_ir.Model:
-    """The step as an ONNX IR model (opset 18) through torch's dynamo exporter, optimized."""
-    with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        try:
-            program = torch.onnx.export(
-                adapter,
-                tuple(feed.values()),
-                dynamo=True,
-                opset_version=18,
-                input_names=list(feed),
-                output_names=["noise_pred"],
-                verbose=False,
-                optimize=False,
-            )
-        except (torch.onnx.errors.OnnxExporterError, RuntimeError) as error:
-            first_line = str(error).strip().splitlines()[0]
-            raise ExportError(f"torch.onnx.export failed: {first_line}") from None
-    model = program.model
-    onnxscript.optimizer.optimize(model, input_size_limit=FOLD_LIMIT, output_size_limit=FOLD_LIMIT)
+    """The step as an ONNX IR model (opset 18), weight-only subgraphs up to `FOLD_LIMIT` folded."""
+    model = trace_onnx(
+        adapter, tuple(feed.values()), input_names=list(feed), output_names=["noise_pred"], fold_limit=FOLD_LIMIT,
+        optimize=False,
+    )  # fmt: skip
     _drop_noop_squeezes(model)
     return model
 
@@ -297,12 +280,24 @@ def _working_dir(folder: Path):
         os.chdir(before)
 
 
-def _metadata(plan: DiffusionPlan, feed: dict[str, torch.Tensor], ranges: dict[str, list[int]]) -> dict[str, str]:
-    return {
-        "tofu_edge.model": plan.model,
-        "tofu_edge.flavor": "portable",
-        "tofu_edge.diffusion_plan": json.dumps(plan.to_dict()),
-        "tofu_edge.inputs": json.dumps({k: list(v.shape) for k, v in feed.items()}),
-        "tofu_edge.input_ranges": json.dumps(ranges),  # tofu_edge.engine.feeds.RANGES_KEY
-        "tofu_edge.versions": json.dumps(package_versions(PACKAGES)),
+def _metadata(
+    plan: DiffusionPlan,
+    feed: dict[str, torch.Tensor],
+    ranges: dict[str, list[int]],
+    fingerprint: str,
+    seed: int | None,
+) -> dict[str, str]:
+    """The ``tofu_edge.*`` entries: the model, its fusion, inputs and their ranges (`tofu_edge.engine.feeds` reads
+    them), the exporting packages, and where the weights came from."""
+    entries = {
+        MetadataKey.MODEL: plan.model,
+        MetadataKey.FLAVOR: Flavor.PORTABLE.value,
+        MetadataKey.DIFFUSION_PLAN: json.dumps(plan.to_dict()),
+        MetadataKey.INPUTS: json.dumps({k: list(v.shape) for k, v in feed.items()}),
+        MetadataKey.INPUT_RANGES: json.dumps(ranges),
+        MetadataKey.VERSIONS: json.dumps(package_versions(PACKAGES)),
+        MetadataKey.WEIGHTS_SHA256: fingerprint,
     }
+    if seed is not None:
+        entries[MetadataKey.SEED] = str(seed)
+    return prefixed(entries)

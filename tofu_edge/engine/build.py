@@ -33,8 +33,9 @@ from tofu_edge.engine.sidecar import (
     sidecar_path,
 )
 from tofu_edge.errors import ConfigError
+from tofu_edge.export.metadata import MetadataKey
 from tofu_edge.export.plugin_spec import plugin_op_types
-from tofu_edge.export.quantize import INT8_METADATA_KEY, Int8Target
+from tofu_edge.export.quantize import Int8Target
 from tofu_edge.files import atomic_outputs, check_writable
 
 __all__ = ["BuildReport", "build_engine"]
@@ -263,7 +264,7 @@ def _explicitly_quantized(info: OnnxInfo) -> bool:
     Raises:
         ConfigError: the file is INT8 for onnxruntime on CPUs (dynamic quantization), which TensorRT cannot parse.
     """
-    int8 = info.metadata.get(INT8_METADATA_KEY.removeprefix("tofu_edge."))
+    int8 = info.metadata.get(MetadataKey.INT8)
     if isinstance(int8, dict) and int8.get("target") == Int8Target.ORT_CPU.value:
         raise ConfigError(
             f"{info.path.name} is INT8 for onnxruntime on CPUs ({int8.get('recipe')} recipe), which TensorRT cannot "

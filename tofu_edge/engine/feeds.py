@@ -16,10 +16,10 @@ import numpy as np
 
 from tofu_edge.engine.sidecar import TensorSpec
 from tofu_edge.errors import ConfigError
+from tofu_edge.export.metadata import MetadataKey
 
-__all__ = ["RANGES_KEY", "example_feeds", "is_single_image_model"]
+__all__ = ["example_feeds", "is_single_image_model"]
 
-RANGES_KEY = "input_ranges"  # the metadata entry (``tofu_edge.`` prefix removed): input name -> [low, high)
 _FLOATS = {"float32": np.float32, "float16": np.float16, "float64": np.float64}
 _INTS = {"int64": np.int64, "int32": np.int32, "int8": np.int8, "uint8": np.uint8, "bool": np.bool_}
 
@@ -46,7 +46,7 @@ def example_feeds(
         ConfigError: an input with a dynamic axis other than the batch, or of a dtype that cannot be drawn.
     """
     generator = np.random.default_rng(seed)
-    ranges = metadata.get(RANGES_KEY)
+    ranges = metadata.get(MetadataKey.INPUT_RANGES)
     ranges = ranges if isinstance(ranges, dict) else {}
     feeds = {}
     for spec in inputs:

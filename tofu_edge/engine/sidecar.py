@@ -20,6 +20,7 @@ from tofu_edge.engine.backend import EngineError
 from tofu_edge.engine.preprocess import PreprocessConfig
 from tofu_edge.errors import ConfigError, InputShapeError
 from tofu_edge.export.external_data import external_data_problem
+from tofu_edge.export.metadata import MetadataKey, unprefixed
 
 __all__ = [
     "SIDECAR_SUFFIX",
@@ -38,7 +39,6 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 SIDECAR_SUFFIX = ".json"
-METADATA_PREFIX = "tofu_edge."
 _ONNX_DTYPES = {
     onnx.TensorProto.FLOAT: "float32",
     onnx.TensorProto.FLOAT16: "float16",
@@ -130,11 +130,7 @@ def inspect_onnx(path: str | Path) -> OnnxInfo:
     outputs = tuple(_spec(v) for v in model.graph.output)
     if not inputs or not outputs:
         raise EngineError(f"{path} is not a valid ONNX file: the graph has no {'inputs' if not inputs else 'outputs'}")
-    metadata = {
-        prop.key.removeprefix(METADATA_PREFIX): _maybe_json(prop.value)
-        for prop in model.metadata_props
-        if prop.key.startswith(METADATA_PREFIX)
-    }
+    metadata = {key: _maybe_json(value) for key, value in unprefixed(model.metadata_props).items()}
     return OnnxInfo(path, inputs, outputs, metadata, hashlib.sha256(data).hexdigest())
 
 
@@ -175,9 +171,9 @@ def preprocess_for(metadata: dict[str, Any]) -> PreprocessConfig:
     In order: a ``tofu_edge.preprocess`` entry (``mean``, ``std``, ``crop_pct``, ``interpolation``); timm's
     pretrained config of the ``tofu_edge.model`` name, when timm is installed and knows it; the ImageNet default.
     """
-    if isinstance(metadata.get("preprocess"), dict):
-        return PreprocessConfig.from_dict({"source": "ONNX metadata", **metadata["preprocess"]})
-    model = metadata.get("model")
+    if isinstance(metadata.get(MetadataKey.PREPROCESS), dict):
+        return PreprocessConfig.from_dict({"source": "ONNX metadata", **metadata[MetadataKey.PREPROCESS]})
+    model = metadata.get(MetadataKey.MODEL)
     if isinstance(model, str):
         try:
             import timm
@@ -260,6 +256,4 @@ def check_input_shape(spec: TensorSpec, shape: tuple[int, ...], profile: BatchPr
 def onnx_precision(metadata: dict) -> str:
     """``int8`` for a file the INT8 exporter wrote (its ``tofu_edge.int8`` entry in ``metadata`` as `inspect_onnx`
     reads it, prefix removed), else ``fp32``."""
-    from tofu_edge.export.quantize import INT8_METADATA_KEY
-
-    return "int8" if metadata.get(INT8_METADATA_KEY.removeprefix(METADATA_PREFIX)) else "fp32"
+    return "int8" if metadata.get(MetadataKey.INT8) else "fp32"

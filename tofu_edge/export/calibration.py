@@ -22,7 +22,7 @@ from tofu_edge.errors import ConfigError
 from tofu_edge.export.quantize import Int8Config
 from tofu_edge.images import IMAGE_SUFFIXES, bundled_photo_folder, data_config, load_image
 
-__all__ = ["Calibration", "CalibrationReader", "calibration_images"]
+__all__ = ["Int8CalibrationSet", "CalibrationReader", "calibration_images"]
 
 CALIBRATION_SEED = 0
 DYNAMIC_CALIBRATION_BATCH = 8  # images per calibration call when the batch axis is dynamic
@@ -31,8 +31,11 @@ Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
-class Calibration:
-    """The images that set the activation ranges: files or preprocessed arrays, and where they came from."""
+class Int8CalibrationSet:
+    """The images that set an INT8 model's activation ranges: files or preprocessed arrays, and where they came from.
+
+    (Not `tofu_edge.calibrate`'s calibration, which chooses the fusion schedule on the user's images.)
+    """
 
     source: str
     files: tuple[Path, ...] = ()
@@ -47,7 +50,7 @@ class Calibration:
         return {"source": self.source, "images": self.count, "asked": self.asked, "method": "minmax"}
 
 
-def calibration_images(config: Int8Config, module: torch.nn.Module, bundled_skip: int) -> Calibration | None:
+def calibration_images(config: Int8Config, module: torch.nn.Module, bundled_skip: int) -> Int8CalibrationSet | None:
     """The calibration set of ``config`` for ``module`` (checked before any slow work), ``None`` if not calibrated.
 
     Args:
@@ -66,7 +69,7 @@ def calibration_images(config: Int8Config, module: torch.nn.Module, bundled_skip
         if tuple(arrays.shape[1:]) != shape or len(arrays) == 0:
             raise ConfigError(f"calibration data must be [N, {', '.join(map(str, shape))}], got {list(arrays.shape)}")
         chosen = _draw(list(range(len(arrays))), config.count)
-        return Calibration("arrays", arrays=arrays[chosen], asked=config.count)
+        return Int8CalibrationSet("arrays", arrays=arrays[chosen], asked=config.count)
     if config.calibration_images is not None:
         folder = config.calibration_images
         if not folder.is_dir():
@@ -74,13 +77,13 @@ def calibration_images(config: Int8Config, module: torch.nn.Module, bundled_skip
         files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not files:
             raise ConfigError(f"calibration folder {folder} has no {'/'.join(IMAGE_SUFFIXES)} files")
-        return Calibration(str(folder), files=tuple(_draw(files, config.count)), asked=config.count)
+        return Int8CalibrationSet(str(folder), files=tuple(_draw(files, config.count)), asked=config.count)
     bundled = bundled_photo_folder()
     if bundled is None:
         raise ConfigError("INT8 calibration needs images: pass --calibration-images DIR (or pip install foolbox)")
     files = sorted(bundled.glob("imagenet_*"))[bundled_skip:]
     source = f"foolbox's ImageNet photos ({len(files)} not used by the parity check)"
-    return Calibration(source, files=tuple(_draw(files, config.count)), asked=config.count)
+    return Int8CalibrationSet(source, files=tuple(_draw(files, config.count)), asked=config.count)
 
 
 class CalibrationReader(CalibrationDataReader):
@@ -92,7 +95,7 @@ class CalibrationReader(CalibrationDataReader):
 
     def __init__(
         self,
-        calibration: Calibration,
+        calibration: Int8CalibrationSet,
         module: torch.nn.Module,
         model: onnx.ModelProto,
         batch: int | None,

@@ -9,7 +9,15 @@ import onnx
 from tofu_edge.errors import ExportError
 from tofu_edge.export.plugin_spec import PLUGIN_SPECS, plugin_attributes
 
-__all__ = ["SUPPORTED_OPSETS", "convert_opset", "check_portable", "check_plugin_graph", "set_metadata", "op_counts"]
+__all__ = [
+    "SUPPORTED_OPSETS",
+    "check_opset",
+    "convert_opset",
+    "check_portable",
+    "check_plugin_graph",
+    "set_metadata",
+    "op_counts",
+]
 
 SUPPORTED_OPSETS = (17, 18)
 STANDARD_DOMAINS = ("", "ai.onnx")
@@ -27,17 +35,26 @@ _REDUCE_OPS = (
 )
 
 
-def convert_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
-    """The graph at ``opset`` (the exporter writes opset 18).
+def check_opset(opset: int) -> None:
+    """Refuse an opset the exporters cannot write, before any slow work.
 
     Raises:
-        ExportError: an opset other than 17 or 18, or a graph that cannot be expressed in it.
+        ExportError: an opset other than 17 or 18.
     """
     if opset not in SUPPORTED_OPSETS:
         raise ExportError(
             f"opset {opset} is not supported: the fused graph needs LayerNormalization (opset >= 17); "
             f"choose one of {', '.join(map(str, SUPPORTED_OPSETS))}"
         )
+
+
+def convert_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    """The graph at ``opset`` (the exporter writes opset 18).
+
+    Raises:
+        ExportError: an opset other than 17 or 18, or a graph that cannot be expressed in it.
+    """
+    check_opset(opset)
     current = _default_opset(model)
     if current == opset:
         return model

@@ -1,4 +1,5 @@
-"""The INT8 step of `export_onnx`: onnxruntime's quantizer on the fused graph, its checks, and the INT8 report.
+"""INT8 for an exported float file: `quantize_onnx` (onnxruntime's quantizer on the Linear layers, checked, metadata
+carried over) and `compare_int8`, the INT8 report of `export_onnx`.
 
 The INT8 model is compared with the float fused model (judged) and with the unfused float model (reported) on the
 parity image sets. The calibration images are `tofu_edge.export.calibration`.
@@ -7,6 +8,7 @@ parity image sets. The calibration images are `tofu_edge.export.calibration`.
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,18 +18,36 @@ import numpy as np
 import onnx
 import torch
 
-from tofu_edge.export.calibration import Calibration, CalibrationReader, Progress
-from tofu_edge.export.graph import check_plugin_graph, check_portable, set_metadata
+from tofu_edge.export.calibration import CalibrationReader, Int8CalibrationSet, Progress, calibration_images
+from tofu_edge.export.graph import STANDARD_DOMAINS, check_plugin_graph, check_portable, set_metadata
 from tofu_edge.export.int8_graph import check_quantized, linear_nodes
-from tofu_edge.export.parity import ParityReport, ParityTolerance, SetParity, compare_outputs
-from tofu_edge.export.quantize import INT8_METADATA_KEY, Int8Config, quantize_graph
+from tofu_edge.export.metadata import MetadataKey, prefixed
+from tofu_edge.export.parity import PHOTO_PARITY_IMAGES, ParityReport, ParityTolerance, SetParity, compare_outputs
+from tofu_edge.export.quantize import Int8Config, quantize_graph
 from tofu_edge.export.session import ort_session
 
-__all__ = ["INT8_TOLERANCE", "Int8Report", "linear_weights", "quantize_export"]
+__all__ = ["INT8_TOLERANCE", "Int8Report", "QuantizedOnnx", "compare_int8", "linear_weights", "quantize_onnx"]
 
 # INT8 against the float fused model, per image set: loose enough for random-weight models, whose 1000 logits nearly
 # tie (DeiT-S r=13, symmetric Q/DQ: cosine 0.986 on random inputs), tight enough to catch a broken quantization
 INT8_TOLERANCE = ParityTolerance(min_cosine=0.98, min_top1_agreement=0.5)
+
+
+@dataclass(frozen=True)
+class QuantizedOnnx:
+    """What `quantize_onnx` wrote.
+
+    Attributes:
+        model: The INT8 graph as written (weights included).
+        layers: The quantized Linear layers (``blocks.0.attn.qkv``, ...), in graph order.
+        calibration: The calibration images, ``None`` for the dynamic recipe.
+        seconds: How long quantizing took, calibration included.
+    """
+
+    model: onnx.ModelProto
+    layers: tuple[str, ...]
+    calibration: Int8CalibrationSet | None
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -46,7 +66,7 @@ class Int8Report:
 
     config: Int8Config
     layers: tuple[str, ...]
-    calibration: Calibration | None
+    calibration: Int8CalibrationSet | None
     parity: ParityReport
     vs_unfused: tuple[SetParity, ...]
     fused_vs_unfused: tuple[SetParity, ...]
@@ -73,86 +93,111 @@ def linear_weights(module: torch.nn.Module) -> dict[str, np.ndarray]:
     }
 
 
-def quantize_export(
-    float_path: Path,
-    output: Path,
+def quantize_onnx(
+    source: str | Path,
+    output: str | Path,
     config: Int8Config,
-    *,
     module: torch.nn.Module,
-    reference: torch.nn.Module,
-    image_sets: dict[str, torch.Tensor],
-    batch: int | None,
-    calibration: Calibration | None,
-    scratch: Path,
-    tolerance: ParityTolerance,
+    *,
+    calibration: Int8CalibrationSet | None = None,
     portable: onnx.ModelProto | None = None,
-    dynamic_batch: bool = False,
     progress: Progress | None = None,
-) -> tuple[onnx.ModelProto, Int8Report]:
-    """Quantize the fused float graph at ``float_path`` into ``output`` (with its metadata) and compare it.
+) -> QuantizedOnnx:
+    """Quantize the Linear layers of the float ONNX file ``source``, exported from ``module``, into ``output``.
+
+    The Linear nodes are found by ``module``'s weights; everything else stays float, which is checked
+    (`check_quantized`), as is the graph (portable rules, or the plugin flavour's). ``output`` keeps ``source``'s
+    ``tofu_edge.*`` metadata and gains the ``tofu_edge.int8`` entry. Parity is not checked here (`compare_int8`).
 
     Args:
-        float_path: The checked float fused graph (portable or plugin flavour), metadata set.
-        output: Where the INT8 graph goes.
-        config: The INT8 config.
-        module: The fused PyTorch model (its Linear weights find the nodes).
-        reference: The unfused float model.
-        image_sets: The parity image sets.
-        batch: The static batch, ``None`` for a dynamic one.
-        calibration: From `calibration_images`.
-        scratch: A temporary folder for intermediate files.
-        tolerance: Judges INT8 vs the float fused model.
-        portable: For a plugin-flavour graph, its portable twin: calibration runs there (onnxruntime's calibrator
-            cannot load plugin nodes) and its ranges are carried over by layer.
-        dynamic_batch: The graph's batch axis is symbolic.
+        source: A float file from `export_onnx` (portable or plugin flavour, static or dynamic batch).
+        output: Where the INT8 file goes (written directly: `export_onnx` passes a temporary path).
+        config: The INT8 target and recipe.
+        module: The fused PyTorch model the file was exported from.
+        calibration: The calibration images (`calibration_images`); ``None`` draws them from ``config``, skipping
+            the bundled photos the parity check uses.
+        portable: For a plugin-flavour file with a calibrated recipe, its portable twin: calibration runs there
+            (onnxruntime's calibrator cannot load plugin nodes) and its ranges are carried over by layer.
         progress: Called with (calibration images done, total).
 
-    Returns:
-        The INT8 graph as written, and the report.
-
     Raises:
+        ConfigError: the calibration images cannot be found.
         ExportError: the Linear layers cannot be found, or the quantizer touched a node that must stay float.
     """
     started = time.perf_counter()
-    float_model = onnx.load(str(float_path))
+    source, output = Path(source), Path(output)
+    if calibration is None:
+        calibration = calibration_images(config, module, PHOTO_PARITY_IMAGES)
+    float_model = onnx.load(str(source))
     weights = linear_weights(module)
     nodes = linear_nodes(float_model, weights)
-    quantized_path = scratch / "int8.onnx"
+    batch = _static_batch(float_model)
     reader = None if calibration is None else CalibrationReader(calibration, module, float_model, batch, progress)
-    if portable is not None and calibration is not None:
-        cache = _plugin_ranges(portable, float_model, config, weights, reader, scratch)
-        quantize_graph(float_path, quantized_path, config, list(nodes), cache=cache)
-    else:
-        quantize_graph(float_path, quantized_path, config, list(nodes), reader=reader)
-    quantized = onnx.load(str(quantized_path))
+    with tempfile.TemporaryDirectory(prefix="tofu-edge-int8-") as folder:
+        scratch = Path(folder)
+        if portable is not None and calibration is not None:
+            cache = _plugin_ranges(portable, float_model, config, weights, reader, scratch)
+            quantize_graph(source, scratch / "int8.onnx", config, list(nodes), cache=cache)
+        else:
+            quantize_graph(source, scratch / "int8.onnx", config, list(nodes), reader=reader)
+        quantized = onnx.load(str(scratch / "int8.onnx"))
     check_quantized(float_model, quantized, set(nodes), config.recipe)
-    plugin = portable is not None or any(n.domain not in ("", "ai.onnx") for n in float_model.graph.node)
-    quantized = check_plugin_graph(quantized) if plugin else check_portable(quantized, dynamic_batch)
-    quantized_at = time.perf_counter()
-
+    plugin = portable is not None or any(n.domain not in STANDARD_DOMAINS for n in float_model.graph.node)
+    quantized = check_plugin_graph(quantized) if plugin else check_portable(quantized, batch is None)
     entry = {
         **config.to_dict(),
         "quantized_layers": len(nodes),
         "calibration": calibration.to_dict() if calibration is not None else None,
     }
-    set_metadata(
-        quantized, {p.key: p.value for p in float_model.metadata_props} | {INT8_METADATA_KEY: json.dumps(entry)}
-    )
+    kept = {p.key: p.value for p in float_model.metadata_props}
+    set_metadata(quantized, kept | prefixed({MetadataKey.INT8: json.dumps(entry)}))
     onnx.save(quantized, str(output))
-    int8_out = _run_sets(ort_session(output), image_sets, batch)
+    return QuantizedOnnx(quantized, tuple(nodes.values()), calibration, time.perf_counter() - started)
+
+
+def compare_int8(
+    quantized: QuantizedOnnx,
+    config: Int8Config,
+    paths: tuple[Path, Path],
+    reference: torch.nn.Module,
+    image_sets: dict[str, torch.Tensor],
+) -> Int8Report:
+    """The INT8 report: the INT8 file against the float fused file (judged by ``config.tolerance``, default
+    `INT8_TOLERANCE`) and both against the unfused float model.
+
+    Args:
+        quantized: What `quantize_onnx` wrote.
+        config: Its INT8 config.
+        paths: The INT8 file and the float fused file it was quantized from.
+        reference: The unfused float model.
+        image_sets: The parity image sets (`parity_image_sets`).
+
+    Shapes:
+        image_sets values: [n, C, H, W]
+    """
+    started = time.perf_counter()
+    int8_path, float_path = paths
+    batch = _static_batch(quantized.model)
+    int8_out = _run_sets(ort_session(int8_path), image_sets, batch)
     float_out = _run_sets(ort_session(float_path), image_sets, batch)
     with torch.no_grad():
         unfused_out = {name: reference(images).numpy() for name, images in image_sets.items()}
-    report = Int8Report(
+    tolerance = config.tolerance or INT8_TOLERANCE
+    return Int8Report(
         config=config,
-        layers=tuple(nodes.values()),
-        calibration=calibration,
+        layers=quantized.layers,
+        calibration=quantized.calibration,
         parity=ParityReport(tuple(compare_outputs(n, int8_out[n], float_out[n]) for n in image_sets), tolerance),
         vs_unfused=tuple(compare_outputs(n, int8_out[n], unfused_out[n]) for n in image_sets),
         fused_vs_unfused=tuple(compare_outputs(n, float_out[n], unfused_out[n]) for n in image_sets),
-        seconds={"quantize": quantized_at - started, "parity": time.perf_counter() - quantized_at},
+        seconds={"quantize": quantized.seconds, "parity": time.perf_counter() - started},
     )
-    return quantized, report
+
+
+def _static_batch(model: onnx.ModelProto) -> int | None:
+    """The first input's batch size, ``None`` when that axis is symbolic."""
+    batch = model.graph.input[0].type.tensor_type.shape.dim[0]
+    return batch.dim_value if batch.HasField("dim_value") else None
 
 
 def _plugin_ranges(

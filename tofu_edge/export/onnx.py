@@ -1,37 +1,48 @@
-"""`export_onnx`: a fused timm ViT as a static-shape, portable ONNX file plus a JSON report."""
+"""`export_onnx`: a fused timm ViT as a static-shape, portable ONNX file plus a JSON report.
+
+The steps, in order: check the request (`_check_request`), load and fuse the model and gather its image sets
+(`_prepare`), trace and check the float graph (`_float_graph`), judge it against PyTorch (`_float_parity`), and with
+``int8`` quantize that file (`quantize_onnx`) and judge the INT8 model (`compare_int8`).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import io
 import json
 import tempfile
 import time
-import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxscript.optimizer
+import onnx_ir
 import torch
 
 from tofu_edge.checkpoint import load_checkpoint
 from tofu_edge.choices import Flavor, parse_choice
 from tofu_edge.config import FusionConfig
-from tofu_edge.errors import ConfigError, ExportError
-from tofu_edge.export.calibration import calibration_images
-from tofu_edge.export.graph import check_plugin_graph, check_portable, convert_opset, op_counts, set_metadata
-from tofu_edge.export.int8_export import INT8_TOLERANCE, Int8Report, quantize_export
-from tofu_edge.export.parity import ParityReport, ParityTolerance, check_parity
+from tofu_edge.errors import ConfigError
+from tofu_edge.export.calibration import Int8CalibrationSet, calibration_images
+from tofu_edge.export.graph import (
+    check_opset,
+    check_plugin_graph,
+    check_portable,
+    convert_opset,
+    op_counts,
+    set_metadata,
+)
+from tofu_edge.export.int8_export import Int8Report, compare_int8, quantize_onnx
+from tofu_edge.export.metadata import MetadataKey, prefixed
+from tofu_edge.export.parity import PHOTO_PARITY_IMAGES, ParityReport, ParityTolerance, check_parity, parity_image_sets
 from tofu_edge.export.plugin import translation_table, use_plugin_step
 from tofu_edge.export.quantize import Int8Config, Int8Target
 from tofu_edge.export.rewrite import fusable_graph
 from tofu_edge.export.session import ort_session
+from tofu_edge.export.trace import trace_onnx
 from tofu_edge.files import atomic_outputs, check_writable
-from tofu_edge.images import bundled_photo_folder, flat_images, photo_images, random_images
 from tofu_edge.models import create_model
 from tofu_edge.patch import fuse, use_step
 from tofu_edge.plan import FusionPlan
@@ -41,8 +52,6 @@ from tofu_edge.weights import seeded, weights_fingerprint
 __all__ = ["ExportReport", "export_onnx"]
 
 
-RANDOM_PARITY_IMAGES = 4
-PHOTO_PARITY_IMAGES = 8
 FOLD_LIMIT = 1 << 24  # elements: constant-fold weight-only subgraphs of any ViT size
 
 
@@ -86,6 +95,34 @@ class ExportReport:
         }
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """The fused model and everything the export judges it with, gathered before any tracing.
+
+    Attributes:
+        name: The timm name (of the fused architecture) or a model object's class name.
+        module: The fused copy, on the standard-op step.
+        reference: The unfused float model, for the INT8 report (``None`` without ``int8``).
+        seed: The seed the weights were drawn with; ``None`` for loaded weights or a model object's.
+        fingerprint: `weights_fingerprint` of the weights.
+        image_sets: The parity image sets.
+        calibration: The INT8 calibration images (``None`` without a calibrated recipe).
+        example: The example batch traced.
+
+    Shapes:
+        example: [batch, C, H, W]
+    """
+
+    name: str
+    module: torch.nn.Module
+    reference: torch.nn.Module | None
+    seed: int | None
+    fingerprint: str
+    image_sets: dict[str, torch.Tensor]
+    calibration: Int8CalibrationSet | None
+    example: torch.Tensor
+
+
 def export_onnx(
     model: str | torch.nn.Module,
     output: str | Path,
@@ -122,8 +159,8 @@ def export_onnx(
         dynamic_batch: Leave the batch axis symbolic.
         opset: 17 (default) or 18.
         parity_images: Folder of photographs for the parity check.
-        tolerance: Parity pass criteria; with ``int8`` they judge the INT8 model against the float fused model
-            (default `INT8_TOLERANCE`), and the float graph is held to the float defaults first.
+        tolerance: Parity pass criteria of the float graph (with ``int8``, the INT8 model is judged by
+            ``int8.tolerance``).
         flavor: ``portable`` (standard ops only) or ``plugin`` (each fusion step as ``TofuMatch`` +
             ``TofuMerge`` nodes for the TensorRT plugins; parity then runs the loop reference as
             onnxruntime-extensions Python ops).
@@ -143,7 +180,60 @@ def export_onnx(
         ParityError: parity out of tolerance, exit code 1.
     """
     started = time.perf_counter()
-    output = Path(output)
+    output, report_path = Path(output), Path(output).with_suffix(".json")
+    flavor = _check_request(output, batch, opset, flavor, int8)
+    prepared = _prepare(
+        model, config, img_size=img_size, checkpoint=checkpoint, pretrained=pretrained, seed=seed, batch=batch,
+        int8=int8, parity_images=parity_images,
+    )  # fmt: skip
+    static_batch = None if dynamic_batch else batch
+    twin = flavor is Flavor.PLUGIN and prepared.calibration is not None  # onnxruntime calibrates the portable twin
+    portable = _float_graph(prepared, opset, dynamic_batch, Flavor.PORTABLE) if twin else None
+    proto = _float_graph(prepared, opset, dynamic_batch, flavor)
+    traced = time.perf_counter()
+    set_metadata(proto, _metadata(prepared, dynamic_batch, flavor))
+    with atomic_outputs(output, report_path) as (onnx_tmp, report_tmp), _float_file(onnx_tmp, int8) as float_path:
+        parity = _float_parity(proto, float_path, prepared, static_batch, tolerance)
+        int8_report = None
+        if int8 is not None:
+            parity.raise_if_failed(f"{output.name}: float graph, onnxruntime vs PyTorch")
+            quantized = quantize_onnx(
+                float_path, onnx_tmp, int8, prepared.module, calibration=prepared.calibration, portable=portable,
+                progress=calibration_progress,
+            )  # fmt: skip
+            int8_report = compare_int8(quantized, int8, (onnx_tmp, float_path), prepared.reference, prepared.image_sets)
+            proto = quantized.model
+        report = ExportReport(
+            onnx_path=output,
+            report_path=report_path,
+            model=prepared.name,
+            input_shape=tuple(prepared.example.shape),
+            dynamic_batch=dynamic_batch,
+            opset=opset,
+            plan=prepared.module.tofu_plan,
+            flavor=flavor,
+            parity=parity,
+            seconds={"trace": traced - started, "total": time.perf_counter() - started},
+            ops=op_counts(proto),
+            int8=int8_report,
+            seed=prepared.seed,
+            weights_sha256=prepared.fingerprint,
+        )
+        parity.raise_if_failed(f"{output.name}: onnxruntime vs PyTorch")
+        if int8_report is not None:
+            int8_report.parity.raise_if_failed(f"{output.name}: INT8 vs float fused (onnxruntime)")
+        report_tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    return report
+
+
+def _check_request(output: Path, batch: int, opset: int, flavor: Flavor | str, int8: Int8Config | None) -> Flavor:
+    """Refuse what cannot be exported before any slow work; the flavour.
+
+    Raises:
+        ConfigError: a batch below 1, an unknown flavour, or INT8 for onnxruntime on CPUs in the plugin flavour.
+        ExportError: an opset other than 17 or 18.
+        OutputError: ``output`` cannot be written.
+    """
     if batch < 1:
         raise ConfigError(f"batch must be >= 1, got {batch}")
     flavor = parse_choice(Flavor, flavor, "flavor")
@@ -152,10 +242,25 @@ def export_onnx(
             "INT8 for onnxruntime on CPUs takes the portable flavour; use --flavor portable, or --int8-target tensorrt "
             "for the plugin flavour"
         )
-    convert_opset(onnx.helper.make_model(onnx.helper.make_graph([], "probe", [], [])), opset)  # validates opset
+    check_opset(opset)
     check_writable(output)
-    report_path = output.with_suffix(".json")
+    return flavor
 
+
+def _prepare(
+    model: str | torch.nn.Module,
+    config: FusionConfig | None,
+    *,
+    img_size: int | None,
+    checkpoint: str | Path | None,
+    pretrained: bool,
+    seed: int,
+    batch: int,
+    int8: Int8Config | None,
+    parity_images: str | Path | None,
+) -> _Prepared:
+    """Create (seeded) or copy the model, load its weights, fuse it, and gather its image sets and calibration set
+    (checked before any slow work)."""
     if isinstance(model, str):
         with seeded(seed):
             name, module = model, create_model(model, img_size=img_size, pretrained=pretrained)
@@ -165,136 +270,84 @@ def export_onnx(
         load_checkpoint(module, checkpoint)
     fingerprint = weights_fingerprint(module)
     random_weights = isinstance(model, str) and checkpoint is None and not pretrained
-    seed_used = seed if random_weights else None  # loaded weights (or a model object's) were not drawn from it
-    reference = copy.deepcopy(module) if int8 is not None else None  # the unfused float model, for the INT8 report
+    reference = copy.deepcopy(module) if int8 is not None else None
     use_step(fuse(module, config or FusionConfig()), "torch")  # the standard-op step, whatever the device
-    name = module.tofu_plan.arch.name if isinstance(model, str) else name
-    image_sets = _parity_sets(module, parity_images)
+    image_sets = parity_image_sets(module, parity_images)
     bundled_skip = PHOTO_PARITY_IMAGES if parity_images is None else 0  # parity's bundled photos: not calibration's
-    calibration = calibration_images(int8, module, bundled_skip) if int8 is not None else None
-    example = image_sets["random"][:1].expand(batch, -1, -1, -1).contiguous()
-    input_shape = tuple(example.shape)
-
-    portable = None
-    if flavor is Flavor.PLUGIN and calibration is not None:  # onnxruntime calibrates the portable twin
-        portable = check_portable(convert_opset(_trace(module, example, dynamic_batch), opset), dynamic_batch)
-    if flavor is Flavor.PLUGIN:
-        use_plugin_step(module)  # this copy only: the fusion steps become the plugin ops
-    proto = _trace(module, example, dynamic_batch)
-    traced = time.perf_counter()
-    proto = convert_opset(proto, opset)
-    proto = check_portable(proto, dynamic_batch) if flavor is Flavor.PORTABLE else check_plugin_graph(proto)
-    set_metadata(proto, _metadata(name, module.tofu_plan, input_shape, dynamic_batch, flavor))
-    set_metadata(proto, _weights_metadata(seed_used, fingerprint))
-
-    scratch = tempfile.TemporaryDirectory(prefix="tofu-edge-int8-") if int8 is not None else contextlib.nullcontext()
-    with atomic_outputs(output, report_path) as (onnx_tmp, report_tmp), scratch as folder:
-        float_path = onnx_tmp if int8 is None else Path(folder) / "float.onnx"
-        onnx.save(proto, float_path)
-        session = ort_session(float_path)
-        input_name = session.get_inputs()[0].name
-        parity = check_parity(
-            lambda images: session.run(None, {input_name: images.astype(np.float32)})[0],
-            module,
-            image_sets,
-            batch=None if dynamic_batch else batch,
-            tolerance=tolerance if int8 is None else None,
-        )
-        int8_report = None
-        if int8 is not None:
-            parity.raise_if_failed(f"{output.name}: float graph, onnxruntime vs PyTorch")
-            proto, int8_report = quantize_export(
-                float_path,
-                onnx_tmp,
-                int8,
-                module=module,
-                reference=reference,
-                image_sets=image_sets,
-                batch=None if dynamic_batch else batch,
-                calibration=calibration,
-                scratch=Path(folder),
-                tolerance=tolerance or INT8_TOLERANCE,
-                portable=portable,
-                dynamic_batch=dynamic_batch,
-                progress=calibration_progress,
-            )
-        finished = time.perf_counter()
-        report = ExportReport(
-            onnx_path=output,
-            report_path=report_path,
-            model=name,
-            input_shape=input_shape,
-            dynamic_batch=dynamic_batch,
-            opset=opset,
-            plan=module.tofu_plan,
-            flavor=flavor,
-            parity=parity,
-            seconds={"trace": traced - started, "total": finished - started},
-            ops=op_counts(proto),
-            int8=int8_report,
-            seed=seed_used,
-            weights_sha256=fingerprint,
-        )
-        parity.raise_if_failed(f"{output.name}: onnxruntime vs PyTorch")
-        if int8_report is not None:
-            int8_report.parity.raise_if_failed(f"{output.name}: INT8 vs float fused (onnxruntime)")
-        report_tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-    return report
-
-
-def _trace(module: torch.nn.Module, example: torch.Tensor, dynamic_batch: bool) -> onnx.ModelProto:
-    """The fused model as ONNX (opset 18) through torch's dynamo exporter, optimized, constant-folded and rewritten
-    into onnxruntime's fusable forms (`fusable_graph`)."""
-    dynamic_shapes = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
-    # the exporter prints progress on stdout; keep stdout for results
-    with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        try:
-            program = torch.onnx.export(
-                module,
-                (example,),
-                dynamo=True,
-                opset_version=18,
-                dynamic_shapes=dynamic_shapes,
-                input_names=["images"],
-                output_names=["logits"],
-                verbose=False,
-                optimize=True,
-                custom_translation_table=translation_table(),
-            )
-        except (torch.onnx.errors.OnnxExporterError, RuntimeError) as error:
-            first_line = str(error).strip().splitlines()[0]
-            raise ExportError(f"torch.onnx.export failed: {first_line}") from None
-    # fold what depends on weights only (e.g. the head-averaged key projection) into initializers
-    folded = onnxscript.optimizer.optimize(
-        program.model_proto, input_size_limit=FOLD_LIMIT, output_size_limit=FOLD_LIMIT
+    return _Prepared(
+        name=module.tofu_plan.arch.name if isinstance(model, str) else name,
+        module=module,
+        reference=reference,
+        seed=seed if random_weights else None,  # loaded weights (or a model object's) were not drawn from it
+        fingerprint=fingerprint,
+        image_sets=image_sets,
+        calibration=calibration_images(int8, module, bundled_skip) if int8 is not None else None,
+        example=image_sets["random"][:1].expand(batch, -1, -1, -1).contiguous(),
     )
-    return fusable_graph(folded)  # GELU, reshapes and transposes in the forms onnxruntime fuses
 
 
-def _parity_sets(module: torch.nn.Module, parity_images: str | Path | None) -> dict[str, torch.Tensor]:
-    shape = (module.patch_embed.proj.in_channels, *module.patch_embed.img_size)
-    sets = {"random": random_images(RANDOM_PARITY_IMAGES, shape), "flat": flat_images(module)}
-    if parity_images is not None:
-        sets["photos"] = photo_images(module, Path(parity_images), limit=PHOTO_PARITY_IMAGES)
-    elif (bundled := bundled_photo_folder()) is not None:
-        sets["photos"] = photo_images(module, bundled, limit=PHOTO_PARITY_IMAGES, pattern="imagenet_*")
-    return sets
+def _float_graph(prepared: _Prepared, opset: int, dynamic_batch: bool, flavor: Flavor) -> onnx.ModelProto:
+    """The fused model traced, at ``opset``, checked by the rules of ``flavor``.
+
+    The plugin flavour swaps the fusion steps of ``prepared.module`` for the plugin ops (that copy only), so trace
+    the portable flavour first when both are wanted.
+    """
+    if flavor is Flavor.PLUGIN:
+        use_plugin_step(prepared.module)
+    dynamic_shapes = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
+    traced = trace_onnx(
+        prepared.module,
+        (prepared.example,),
+        input_names=["images"],
+        output_names=["logits"],
+        fold_limit=FOLD_LIMIT,  # folds what depends on weights only, e.g. the head-averaged key projection
+        dynamic_shapes=dynamic_shapes,
+        translation_table=translation_table(),
+    )
+    proto = convert_opset(fusable_graph(onnx_ir.serde.serialize_model(traced)), opset)  # forms onnxruntime fuses
+    return check_portable(proto, dynamic_batch) if flavor is Flavor.PORTABLE else check_plugin_graph(proto)
 
 
-def _metadata(
-    name: str, plan: FusionPlan, input_shape: tuple[int, ...], dynamic_batch: bool, flavor: Flavor
-) -> dict[str, str]:
-    return {
-        "tofu_edge.model": name,
-        "tofu_edge.flavor": flavor.value,
-        "tofu_edge.config": json.dumps(plan.config.to_dict()),
-        "tofu_edge.plan": json.dumps(plan.to_dict()),
-        "tofu_edge.input_shape": json.dumps(["batch" if dynamic_batch else input_shape[0], *input_shape[1:]]),
-        "tofu_edge.versions": json.dumps(package_versions(EXPORT_PACKAGES)),
+@contextlib.contextmanager
+def _float_file(onnx_tmp: Path, int8: Int8Config | None) -> Iterator[Path]:
+    """Where the float graph is written: the output itself, or with ``int8`` a temporary folder (the output is the
+    INT8 model)."""
+    if int8 is None:
+        yield onnx_tmp
+        return
+    with tempfile.TemporaryDirectory(prefix="tofu-edge-int8-") as folder:
+        yield Path(folder) / "float.onnx"
+
+
+def _float_parity(
+    proto: onnx.ModelProto, path: Path, prepared: _Prepared, batch: int | None, tolerance: ParityTolerance | None
+) -> ParityReport:
+    """Write the float graph to ``path`` and compare it in onnxruntime with the fused PyTorch model."""
+    onnx.save(proto, path)
+    session = ort_session(path)
+    input_name = session.get_inputs()[0].name
+    return check_parity(
+        lambda images: session.run(None, {input_name: images.astype(np.float32)})[0],
+        prepared.module,
+        prepared.image_sets,
+        batch=batch,
+        tolerance=tolerance,
+    )
+
+
+def _metadata(prepared: _Prepared, dynamic_batch: bool, flavor: Flavor) -> dict[str, str]:
+    """The ``tofu_edge.*`` entries: the model, its fusion and input, the exporting packages, and where the weights
+    came from (the seed they were drawn with, if any, and their fingerprint)."""
+    plan, shape = prepared.module.tofu_plan, tuple(prepared.example.shape)
+    entries = {
+        MetadataKey.MODEL: prepared.name,
+        MetadataKey.FLAVOR: flavor.value,
+        MetadataKey.CONFIG: json.dumps(plan.config.to_dict()),
+        MetadataKey.PLAN: json.dumps(plan.to_dict()),
+        MetadataKey.INPUT_SHAPE: json.dumps(["batch" if dynamic_batch else shape[0], *shape[1:]]),
+        MetadataKey.VERSIONS: json.dumps(package_versions(EXPORT_PACKAGES)),
+        MetadataKey.WEIGHTS_SHA256: prepared.fingerprint,
     }
-
-
-def _weights_metadata(seed: int | None, fingerprint: str) -> dict[str, str]:
-    """Where the weights came from: the seed they were drawn with (none for a model object) and their fingerprint."""
-    return {"tofu_edge.weights_sha256": fingerprint} | ({} if seed is None else {"tofu_edge.seed": str(seed)})
+    if prepared.seed is not None:
+        entries[MetadataKey.SEED] = str(prepared.seed)
+    return prefixed(entries)

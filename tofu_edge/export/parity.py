@@ -1,16 +1,29 @@
-"""Parity of an exported model against the fused PyTorch model it came from."""
+"""Parity of an exported model against the fused PyTorch model it came from, and the image sets it is judged on."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from tofu_edge.errors import ConfigError, ParityError
+from tofu_edge.images import bundled_photo_folder, flat_images, photo_images, random_images
 
-__all__ = ["ParityTolerance", "SetParity", "ParityReport", "compare_outputs", "check_parity"]
+__all__ = [
+    "ParityTolerance",
+    "SetParity",
+    "ParityReport",
+    "compare_outputs",
+    "check_parity",
+    "parity_image_sets",
+    "PHOTO_PARITY_IMAGES",
+]
+
+RANDOM_PARITY_IMAGES = 4
+PHOTO_PARITY_IMAGES = 8  # the first of the bundled photos (sorted): INT8 calibration skips them
 
 
 @dataclass(frozen=True)
@@ -131,6 +144,22 @@ def check_parity(
         )
         sets.append(compare_outputs(name, got, want))
     return ParityReport(sets=tuple(sets), tolerance=tolerance or ParityTolerance())
+
+
+def parity_image_sets(module: torch.nn.Module, parity_images: str | Path | None) -> dict[str, torch.Tensor]:
+    """The image sets an export is judged on: random inputs, flat single-colour images and photographs
+    (``parity_images``, or the ImageNet samples of the ``foolbox`` package when it is installed, else none).
+
+    Shapes:
+        values: [n, C, H, W], the model's input size
+    """
+    shape = (module.patch_embed.proj.in_channels, *module.patch_embed.img_size)
+    sets = {"random": random_images(RANDOM_PARITY_IMAGES, shape), "flat": flat_images(module)}
+    if parity_images is not None:
+        sets["photos"] = photo_images(module, Path(parity_images), limit=PHOTO_PARITY_IMAGES)
+    elif (bundled := bundled_photo_folder()) is not None:
+        sets["photos"] = photo_images(module, bundled, limit=PHOTO_PARITY_IMAGES, pattern="imagenet_*")
+    return sets
 
 
 def _chunks(images: np.ndarray, size: int) -> list[np.ndarray]:

@@ -18,34 +18,29 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tofu_edge.choices import parse_choice
+from tofu_edge.choices import _Choice, parse_choice
 from tofu_edge.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tofu_edge.export.parity import ParityTolerance
 
 __all__ = [
     "Int8Target",
     "Int8Recipe",
     "Int8Config",
     "DEFAULT_CALIBRATION_COUNT",
-    "INT8_METADATA_KEY",
     "quantize_graph",
 ]
 
 DEFAULT_CALIBRATION_COUNT = 64
-INT8_METADATA_KEY = "tofu_edge.int8"
 KEPT_FLOAT = (
     "patch embedding, fusion step (key projection, scores, assignment), LayerNorm, softmax, residual adds, head"
 )
-
-
-class _Choice(str, Enum):
-    def __str__(self) -> str:
-        return self.value
 
 
 class Int8Target(_Choice):
@@ -102,6 +97,8 @@ class Int8Config:
             recipe; ``None``: the ImageNet photos bundled with ``foolbox`` that the parity check does not use.
         calibration_count: At most this many images, a seeded random draw (default 64).
         calibration_data: Instead of a folder: preprocessed model inputs, for data that is not image files.
+        tolerance: Judges the INT8 model against the float fused model in `export_onnx` (default
+            `tofu_edge.export.int8_export.INT8_TOLERANCE`); the float model is held to ``export_onnx``'s own.
 
     Raises:
         ConfigError: an unknown target or recipe, a recipe the target cannot run, a count below 1, calibration
@@ -116,6 +113,7 @@ class Int8Config:
     calibration_images: Path | str | None = None
     calibration_count: int | None = None
     calibration_data: np.ndarray | None = field(default=None, compare=False, repr=False)
+    tolerance: ParityTolerance | None = None
 
     def __post_init__(self) -> None:
         target = parse_choice(Int8Target, self.target, "INT8 target")

@@ -14,11 +14,10 @@ from typing import Any
 from tofu_edge.choices import Flavor, OrtProvider, parse_choice
 from tofu_edge.errors import ConfigError, ExportError, MissingDependencyError
 from tofu_edge.export.external_data import external_data_problem
+from tofu_edge.export.metadata import MetadataKey, unprefixed
 from tofu_edge.export.ort_ops import BUILD_HINT, find_ort_ops, note_reference_fallback
 
 __all__ = ["ort_session", "onnx_metadata", "available_provider"]
-
-METADATA_PREFIX = "tofu_edge."
 
 
 def onnx_metadata(path: str | Path) -> dict[str, str]:
@@ -27,10 +26,7 @@ def onnx_metadata(path: str | Path) -> dict[str, str]:
     Raises:
         ExportError: the file is missing or is not an ONNX model.
     """
-    proto = _load_graph(Path(path))
-    return {
-        p.key.removeprefix(METADATA_PREFIX): p.value for p in proto.metadata_props if p.key.startswith(METADATA_PREFIX)
-    }
+    return unprefixed(_load_graph(Path(path)).metadata_props)
 
 
 def _load_graph(path: Path) -> Any:
@@ -85,7 +81,7 @@ def ort_session(
     problem = external_data_problem(Path(path), proto)
     if problem is not None:
         raise ExportError(problem)
-    flavor = next((p.value for p in proto.metadata_props if p.key == f"{METADATA_PREFIX}flavor"), Flavor.PORTABLE.value)
+    flavor = unprefixed(proto.metadata_props).get(MetadataKey.FLAVOR, Flavor.PORTABLE.value)
     import onnxruntime as ort
 
     options = ort.SessionOptions()
