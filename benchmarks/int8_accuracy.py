@@ -125,10 +125,10 @@ def _variants(model, folder: Path, rs: list[int], calibration: np.ndarray, toler
         export_onnx(model, path, FusionConfig(r=r, clamp=True), batch=BATCH, tolerance=tolerance)
         files[f"float {label}"] = path
         files[f"int8 {label}"] = folder / f"int8_r{r}.onnx"
-        quantize_file(path, files[f"int8 {label}"], "dynamic", model, BATCH)
+        quantize_file(path, files[f"int8 {label}"], "dynamic", model)
         if r == rs[len(rs) // 2]:
             files[f"int8-tensorrt {label}"] = folder / f"int8_trt_r{r}.onnx"
-            quantize_file(path, files[f"int8-tensorrt {label}"], "symmetric-qdq", model, BATCH, calibration)
+            quantize_file(path, files[f"int8-tensorrt {label}"], "symmetric-qdq", model, calibration)
         print(f"exported and quantized {label} in {time.perf_counter() - started:.0f} s", flush=True)
     return files
 

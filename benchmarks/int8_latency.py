@@ -21,17 +21,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import onnx
 import torch
 
 from benchmarks.common import RESULTS, environment, time_onnx_files, timing_parser, write_json
 from tofu_edge import FusionConfig, create_model
-from tofu_edge.export import export_onnx
-from tofu_edge.export.calibration import CalibrationReader, calibration_images
-from tofu_edge.export.int8_export import linear_weights
-from tofu_edge.export.int8_graph import linear_nodes
-from tofu_edge.export.onnx import PHOTO_PARITY_IMAGES
-from tofu_edge.export.quantize import Int8Config, Int8Recipe, quantize_graph
+from tofu_edge.export import Int8Config, Int8Recipe, export_onnx, quantize_onnx
 from tofu_edge.measure import paired_speedup
 from tofu_edge.stats import LatencyStats
 
@@ -83,7 +77,7 @@ def main() -> None:
                     name = f"{recipe} {'unfused' if r == 0 else f'r={r}'}"
                     files[name] = folder / f"{recipe}_r{r}_b{batch}.onnx"
                     started = time.perf_counter()
-                    quantize_file(base, files[name], recipe, model, batch)
+                    quantize_file(base, files[name], recipe, model)
                     print(f"quantized {name} b={batch} in {time.perf_counter() - started:.0f} s", flush=True)
             samples = time_onnx_files(files, batch, rounds[batch], args.threads)
             for name, times in samples.items():
@@ -137,11 +131,11 @@ def quantize_file(
     output: Path,
     recipe: str,
     model: torch.nn.Module,
-    batch: int | None,
     calibration_data: np.ndarray | None = None,
 ) -> None:
-    """Quantize a float file exported from ``model`` as `export_onnx(int8=...)` does (the same node selection and
-    quantizer call, without its parity report), or with onnxruntime on every MatMul (``dynamic-every-matmul``).
+    """Quantize a float file exported from ``model`` with the library's quantizer (`quantize_onnx`: the node
+    selection and checks of ``export_onnx(int8=...)``, without its parity report), or with onnxruntime on every
+    MatMul (``dynamic-every-matmul``).
 
     Calibrated recipes use ``calibration_data`` ([N, C, H, W] model inputs), else the bundled photos.
     """
@@ -153,11 +147,7 @@ def quantize_file(
         return
     recipe = Int8Recipe(recipe)
     config = Int8Config(recipe=recipe, calibration_data=calibration_data if recipe.calibrated else None)
-    graph = onnx.load(str(source))
-    nodes = list(linear_nodes(graph, linear_weights(model)))
-    calibration = calibration_images(config, model, PHOTO_PARITY_IMAGES)
-    reader = None if calibration is None else CalibrationReader(calibration, model, graph, batch)
-    quantize_graph(source, output, config, nodes, reader=reader)
+    quantize_onnx(source, output, config, model)  # fusing keeps the Linear weights: the unfused model finds them
 
 
 def wait_until_idle(max_load: float = 1.0, timeout_s: float = 3600, poll_s: float = 120) -> tuple[float, ...]:

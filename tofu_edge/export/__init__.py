@@ -1,5 +1,5 @@
-"""Exporters: a fused model as static-shape ONNX (portable or plugin flavour), checked for parity, and the one
-onnxruntime session factory.
+"""Exporters: a fused model as static-shape ONNX (portable or plugin flavour), checked for parity, an exported float
+file quantized to INT8, and the one onnxruntime session factory.
 
 Names are imported on first use, so ``tofu_edge.export.ort_session`` and the plugin contract work on a device
 without torch; `export_onnx` needs torch, timm, onnx and onnxscript.
@@ -23,6 +23,8 @@ __all__ = [
     "Int8Config",
     "Int8Target",
     "Int8Recipe",
+    "quantize_onnx",
+    "QuantizedOnnx",
 ]
 
 _HOMES = {
@@ -38,6 +40,8 @@ _HOMES = {
     "Int8Config": "tofu_edge.export.quantize",
     "Int8Target": "tofu_edge.export.quantize",
     "Int8Recipe": "tofu_edge.export.quantize",
+    "quantize_onnx": "tofu_edge.export.int8_export",
+    "QuantizedOnnx": "tofu_edge.export.int8_export",
 }
 
 
