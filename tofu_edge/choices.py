@@ -1,7 +1,9 @@
-"""The library's closed choices beside the fusion modes: ONNX flavour, benchmark backend, device, onnxruntime
-provider, calibration method and visualisation colours, as ``str`` enums (like `tofu_edge.Mode`), and
-`parse_choice`, which turns a user's value into one. The Python API and the CLI both go through it, so they
-refuse the same bad input with the same message. Nothing here imports torch or a runtime.
+"""The library's closed choices: `_Choice`, the one base of them all (a ``str`` enum that prints as its value; the
+fusion's `tofu_edge.Mode`, `StepOp` and `Selection`, INT8's targets and recipes, the diffusion families build on it
+too), the choices that have no module of their own (ONNX flavour, benchmark backend, device, onnxruntime provider,
+calibration method, visualisation colours, tune's targets, diffusion destinations), and `parse_choice`, which turns a
+user's value into one. The Python API and the CLI both go through it, so they refuse the same bad input with the
+same message. Nothing here imports torch or a runtime.
 """
 
 from __future__ import annotations
@@ -21,12 +23,15 @@ __all__ = [
     "GroupColours",
     "StepBackend",
     "TargetKind",
+    "Destinations",
 ]
 
 E = TypeVar("E", bound=Enum)
 
 
 class _Choice(str, Enum):
+    """A closed choice: a ``str`` enum whose members compare equal to, and print as, their values."""
+
     def __str__(self) -> str:
         return self.value
 
@@ -104,6 +109,19 @@ class TargetKind(_Choice):
     LATENCY_MS = "latency-ms"
     MIN_COSINE = "min-cosine"
     MAX_TOP1_DROP = "max-top1-drop"
+
+
+class Destinations(_Choice):
+    """Which token of every ``sy x sx`` cell of the latent grid is the destination (B) set's member.
+
+    ``cycle``: the offset inside the cell is ``(cell_row * sx + cell_col + module_index) mod (sx * sy)``, a fixed
+    dither that also moves from one fused module to the next, so no grid position is a destination everywhere
+    (tomesd draws a random one per call instead, which a static graph cannot). ``corner``: always the cell's
+    top-left token (tomesd's ``use_rand=False``).
+    """
+
+    CYCLE = "cycle"
+    CORNER = "corner"
 
 
 def parse_choice(kind: type[E], value: E | str, what: str) -> E:

@@ -5,15 +5,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import Enum
 
-from tofu_edge.choices import parse_choice
+from tofu_edge.choices import _Choice, parse_choice
 from tofu_edge.errors import ConfigError
 
 __all__ = ["Mode", "StepOp", "Selection", "FusionConfig", "DEFAULT_MODE", "DEFAULT_TOFU_SWITCH"]
 
 
-class StepOp(str, Enum):
+class StepOp(_Choice):
     """What one fusion step does with the ``r`` sources it removes.
 
     ``prune`` drops them and leaves their partners as they are; ``mean`` folds them into their partners as a
@@ -24,11 +23,8 @@ class StepOp(str, Enum):
     MEAN = "mean"
     MLERP = "mlerp"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Mode(str, Enum):
+class Mode(_Choice):
     """The schedule of step operations over a model's blocks.
 
     ``mlerp``, ``mean`` and ``prune`` use that `StepOp` in every block; ``tofu`` prunes below the switch block and
@@ -42,11 +38,8 @@ class Mode(str, Enum):
     PRUNE = "prune"
     PER_BLOCK = "per-block"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Selection(str, Enum):
+class Selection(_Choice):
     """Which A tokens may become sources of a fusion step (the bipartite matching itself is the same in all).
 
     ``bipartite`` (ToMe): every A token may; the ``r`` with the best match go. ``energy``: the A tokens least
@@ -58,9 +51,6 @@ class Selection(str, Enum):
     BIPARTITE = "bipartite"
     ENERGY = "energy"
     ATTENTION = "attention"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 # Defaults follow our studies (benchmarks/README.md, README "Defaults, and why"): on a pretrained DINOv2 ViT-S/14

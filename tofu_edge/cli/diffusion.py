@@ -14,7 +14,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tofu_edge.choices import Destinations
 from tofu_edge.cli.errors import one_line_errors
+from tofu_edge.cli.options import one_line_choice
+from tofu_edge.config import StepOp
 from tofu_edge.errors import ConfigError
 
 __all__ = ["diffusion_app", "export_command", "parse_ratio"]
@@ -59,7 +62,9 @@ def export_command(
     ratio: Annotated[
         str, typer.Option(help="Fraction of tokens merged: one number, or a comma list with one ratio per level.")
     ] = "0.5",
-    op: Annotated[str, typer.Option(help="mean (tomesd's), mlerp or prune.")] = "mean",
+    op: Annotated[
+        StepOp, typer.Option(help="mean (tomesd's), mlerp or prune.", parser=one_line_choice(StepOp, "op"))
+    ] = StepOp.MEAN,  # DiffusionFusionConfig's DEFAULT_OP (importing it needs diffusers)
     max_downsample: Annotated[
         int | None,
         typer.Option(
@@ -68,7 +73,13 @@ def export_command(
     ] = None,
     sx: Annotated[int, typer.Option(help="Destination cell width in tokens.")] = 2,
     sy: Annotated[int, typer.Option(help="Destination cell height in tokens.")] = 2,
-    destinations: Annotated[str, typer.Option(help="cycle (a fixed dither moving per block) or corner.")] = "cycle",
+    destinations: Annotated[
+        Destinations,
+        typer.Option(
+            help="cycle (a fixed dither moving per block) or corner.",
+            parser=one_line_choice(Destinations, "destinations"),
+        ),
+    ] = Destinations.CYCLE,
     merge_attn: Annotated[bool, typer.Option(help="Fuse self-attention.")] = True,
     merge_crossattn: Annotated[bool, typer.Option(help="Fuse cross-attention queries.")] = False,
     merge_mlp: Annotated[bool, typer.Option(help="Fuse the feed-forward (worth it for DiT/PixArt).")] = False,

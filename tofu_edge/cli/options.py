@@ -6,12 +6,13 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 
-from tofu_edge.choices import StepBackend
+from tofu_edge.choices import StepBackend, parse_choice
 from tofu_edge.config import DEFAULT_MODE, FusionConfig, Mode, Selection
 from tofu_edge.errors import ConfigError
 
@@ -25,7 +26,10 @@ __all__ = [
     "with_fusion_options",
     "parse_r",
     "read_config_file",
+    "one_line_choice",
 ]
+
+E = TypeVar("E", bound=Enum)
 
 ModelArg = Annotated[str, typer.Argument(help="timm model name, e.g. deit_small_patch16_224.", show_default=False)]
 ImgSizeOption = Annotated[
@@ -255,3 +259,18 @@ def parse_r(text: str) -> int | tuple[int, ...]:
     except ValueError:
         raise ConfigError(f"--r takes an int or a comma list of ints, got {text!r}") from None
     return values[0] if len(values) == 1 else values
+
+
+def one_line_choice(kind: type[E], what: str) -> Callable[[str], E]:
+    """A typer ``parser`` for an option typed with the closed choice ``kind`` that refuses a bad value as the library
+    does: `parse_choice`'s one line (``error: unknown op 'max'; choose one of ...``), exit 2, where typer's own enum
+    options print a usage box."""
+
+    def parse(value: str) -> E:
+        try:
+            return parse_choice(kind, value, what)
+        except ConfigError as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(error.exit_code) from None
+
+    return parse

@@ -20,11 +20,13 @@ except ImportError:
 
 from tofu_edge.diffusion.apply import SUPPORTED, DiffusionPlan, apply, is_applied, latent_size, plan_fusion, remove
 from tofu_edge.diffusion.config import Destinations, DiffusionFusionConfig
+from tofu_edge.diffusion.family import Family
 from tofu_edge.diffusion.layers import MergeStep
 
 __all__ = [
     "DiffusionFusionConfig",
     "Destinations",
+    "Family",
     "DiffusionPlan",
     "MergeStep",
     "apply",

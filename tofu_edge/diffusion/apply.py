@@ -12,12 +12,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
-from diffusers import DiTTransformer2DModel, PixArtTransformer2DModel, UNet2DConditionModel
 from diffusers.models.attention import BasicTransformerBlock, FeedForward
 from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
 from diffusers.models.transformers.transformer_2d import Transformer2DModel
 
 from tofu_edge.diffusion.config import DiffusionFusionConfig
+from tofu_edge.diffusion.family import Family, family_of
 from tofu_edge.diffusion.layers import MergeStep, fused_class, is_fused_module
 from tofu_edge.diffusion.tokens import GridPartition, grid_partition
 from tofu_edge.errors import ConfigError, ScheduleError, UnsupportedModelError
@@ -30,11 +30,7 @@ SUPPORTED = (
     "with default attention (AttnProcessor2_0 or AttnProcessor) and no only_cross_attention, double_self_attention, "
     "gated (GLIGEN) attention, positional embeddings in the block or chunked feed-forward"
 )
-_NORM_TYPES = {
-    UNet2DConditionModel: ("layer_norm",),
-    DiTTransformer2DModel: ("ada_norm_zero",),
-    PixArtTransformer2DModel: ("ada_norm_single",),
-}
+_NORM_TYPES = {Family.UNET: ("layer_norm",), Family.DIT: ("ada_norm_zero",), Family.PIXART: ("ada_norm_single",)}
 _PROCESSORS = (AttnProcessor2_0, AttnProcessor)
 
 
@@ -96,17 +92,19 @@ def plan_fusion(
         ConfigError: a latent size the model cannot take, or ratios for levels the model does not have.
         ScheduleError: a ratio that merges more tokens than a level has sources.
     """
-    base = _unfused_type(model)
+    family = _family(model)
     height, width = latent_size(model, sample_size)
-    groups = list(_transformer_groups(model, base, height, width))
+    groups = list(_transformer_groups(model, family, height, width))
     num_levels = 1 + max(level for _, level, _, _ in groups) if groups else 0
     if isinstance(config.ratio, tuple) and len(config.ratio) > max(num_levels, 1):
-        raise ConfigError(f"{len(config.ratio)} per-level ratios given, but {base.__name__} has {num_levels} levels")
+        raise ConfigError(
+            f"{len(config.ratio)} per-level ratios given, but {family.model_class.__name__} has {num_levels} levels"
+        )
     steps, partitions, module_index = [], {}, 0
     for prefix, level, grid, transformer in groups:
         for index, block in enumerate(_blocks(transformer)):
             name = f"{prefix}transformer_blocks.{index}"
-            _check_block(name, block, base)
+            _check_block(name, block, family)
             ratio = config.level_ratio(level)
             for kind in _kinds(config, block):
                 r = int(ratio * grid[0] * grid[1])
@@ -118,7 +116,7 @@ def plan_fusion(
                 _check_r(name, level, ratio, r, partitions[key], config)
                 steps.append(MergeStep(f"{name}.{kind}", kind, level, partitions[key], r, config.op))
             module_index += 1
-    return DiffusionPlan(base.__name__, (height, width), config, tuple(steps))
+    return DiffusionPlan(family.model_class.__name__, (height, width), config, tuple(steps))
 
 
 def apply(
@@ -174,18 +172,18 @@ def is_applied(model: torch.nn.Module) -> bool:
     return isinstance(model.__dict__.get("tofu_plan"), DiffusionPlan)
 
 
-def _unfused_type(model: torch.nn.Module) -> type:
-    for base in _NORM_TYPES:
-        if isinstance(model, base):
-            return base
+def _family(model: torch.nn.Module) -> Family:
+    family = family_of(model)
+    if family is not None:
+        return family
     raise UnsupportedModelError(f"{type(model).__name__} is not supported; tofu_edge.diffusion supports {SUPPORTED}")
 
 
 def _transformer_groups(
-    model: torch.nn.Module, base: type, height: int, width: int
+    model: torch.nn.Module, family: Family, height: int, width: int
 ) -> Iterator[tuple[str, int, tuple[int, int], torch.nn.Module]]:
     """``(name prefix, level, token grid, module holding transformer_blocks)`` for every group of blocks."""
-    if base is not UNet2DConditionModel:
+    if family is not Family.UNET:
         patch = model.config.patch_size
         if height % patch or width % patch:
             raise ConfigError(f"latent size {height}x{width} is not a multiple of the patch size {patch}")
@@ -215,10 +213,10 @@ def _blocks(transformer: torch.nn.Module) -> list[torch.nn.Module]:
     return list(transformer.transformer_blocks)
 
 
-def _check_block(name: str, block: torch.nn.Module, base: type) -> None:
+def _check_block(name: str, block: torch.nn.Module, family: Family) -> None:
     if not isinstance(block, BasicTransformerBlock):
         _refuse(f"{name} is a {type(block).__name__}")
-    norms = _NORM_TYPES[base]
+    norms = _NORM_TYPES[family]
     checks = (
         (block.norm_type in norms, f"has norm_type {block.norm_type!r}"),
         (not block.only_cross_attention, "has only_cross_attention=True"),

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
 
-from tofu_edge.choices import parse_choice
+from tofu_edge.choices import Destinations, parse_choice
 from tofu_edge.config import StepOp
 from tofu_edge.errors import ConfigError
 
@@ -13,22 +12,6 @@ __all__ = ["DiffusionFusionConfig", "Destinations", "DEFAULT_OP"]
 
 DEFAULT_OP = StepOp.MEAN
 _DOWNSAMPLES = (1, 2, 4, 8, 16)
-
-
-class Destinations(str, Enum):
-    """Which token of every ``sy x sx`` cell of the latent grid is the destination (B) set's member.
-
-    ``cycle``: the offset inside the cell is ``(cell_row * sx + cell_col + module_index) mod (sx * sy)``, a fixed
-    dither that also moves from one fused module to the next, so no grid position is a destination everywhere
-    (tomesd draws a random one per call instead, which a static graph cannot). ``corner``: always the cell's
-    top-left token (tomesd's ``use_rand=False``).
-    """
-
-    CYCLE = "cycle"
-    CORNER = "corner"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)

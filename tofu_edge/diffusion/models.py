@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from diffusers import DiTTransformer2DModel, PixArtTransformer2DModel, UNet2DConditionModel
 
+from tofu_edge.diffusion.family import Family
 from tofu_edge.errors import CheckpointError, UnknownModelError, UnsupportedModelError
 from tofu_edge.weights import seeded
 
@@ -54,7 +55,7 @@ PRESETS: dict[str, tuple[type, dict]] = {
         ),
     ),
 }
-_CLASSES = {cls.__name__: cls for cls in (UNet2DConditionModel, DiTTransformer2DModel, PixArtTransformer2DModel)}
+_CLASSES = {family.model_class.__name__: family.model_class for family in Family}
 
 
 def create_diffusion_model(name: str | Path, *, subfolder: str | None = None, seed: int = 0) -> torch.nn.Module:
