@@ -11,39 +11,32 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import onnx
-
 from tofu_edge.engine.backend import (
     EngineError,
-    check_plugin_paths,
     dtype_name,
     format_parser_error,
     import_tensorrt,
     load_plugins,
     recording_logger,
 )
+from tofu_edge.engine.build_request import BuildRequest, check_build_request
 from tofu_edge.engine.preprocess import PreprocessConfig
 from tofu_edge.engine.sidecar import (
     BatchProfile,
     OnnxInfo,
     TensorSpec,
-    inspect_onnx,
     preprocess_for,
-    resolve_profile,
     sidecar_path,
 )
 from tofu_edge.errors import ConfigError
-from tofu_edge.export.metadata import MetadataKey
 from tofu_edge.export.plugin_spec import plugin_op_types
-from tofu_edge.export.quantize import Int8Target
-from tofu_edge.files import atomic_outputs, check_writable
+from tofu_edge.files import atomic_outputs
 
 __all__ = ["BuildReport", "build_engine"]
 
 _log = logging.getLogger(__name__)
 
 MIB = 1 << 20
-QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
 
 @dataclass(frozen=True)
@@ -162,83 +155,99 @@ def build_engine(
         MissingDependencyError: TensorRT is not installed (the message says how to get it).
     """
     started = time.perf_counter()
-    output = Path(output)
-    info = inspect_onnx(onnx_path)
-    quantized = _explicitly_quantized(info)
-    profile = resolve_profile(info, min_batch, opt_batch, max_batch)
-    plugin_paths = check_plugin_paths(plugins)
-    if serialize_plugins and not plugin_paths:
-        raise ConfigError("--serialize-plugins needs the plugin library (--plugins)")
-    if workspace_mib is not None and workspace_mib < 1:
-        raise ConfigError(f"workspace must be at least 1 MiB, got {workspace_mib}")
-    cache_path = Path(timing_cache) if timing_cache is not None else None
-    check_writable(output)
-    if cache_path is not None:
-        check_writable(cache_path)
-    sidecar = sidecar_path(output)
-
+    request = check_build_request(
+        onnx_path,
+        output,
+        plugins=plugins,
+        serialize_plugins=serialize_plugins,
+        batches=(min_batch, opt_batch, max_batch),
+        workspace_mib=workspace_mib,
+        timing_cache=timing_cache,
+    )
     trt = import_tensorrt()
-    load_plugins(trt, plugin_paths)
+    load_plugins(trt, request.plugins)
     logger = recording_logger(trt)
     builder = trt.Builder(logger)
     if fp16:
         _check_fast_fp16(trt, builder)
     # explicit batch is the only mode in TensorRT 10; Q/DQ graphs are built strongly typed, as TensorRT advises
     # (TensorRT 8.x has no strong typing: there, as with fp16, the INT8 flag makes the Q/DQ layers INT8)
-    strong = _strongly_typed_flag(trt) if quantized and not fp16 else None
-    strongly_typed = strong is not None
+    strong = _strongly_typed_flag(trt) if request.quantized and not fp16 else None
     network = builder.create_network(strong or 0)
-    parser = trt.OnnxParser(network, logger)
-    parsed = parser.parse_from_file(str(info.path))
-    if not parsed or parser.num_errors:
-        raise EngineError(_parse_failure(info, [parser.get_error(i) for i in range(parser.num_errors)], plugin_paths))
-    inputs = tuple(_tensor_spec(network.get_input(i)) for i in range(network.num_inputs))
-    outputs = tuple(_tensor_spec(network.get_output(i)) for i in range(network.num_outputs))
+    inputs, outputs = _parse(trt, network, logger, request)
     parsed_at = time.perf_counter()
 
     config = builder.create_builder_config()
-    _set_precision(trt, config, fp16=fp16, tf32=tf32, int8=quantized and not strongly_typed)
-    if workspace_mib is not None:
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib * MIB)
-    if serialize_plugins:
-        config.plugins_to_serialize = [str(path.resolve()) for path in plugin_paths]
-    if profile is not None:
-        _add_profile(builder, config, inputs, profile)
-    cache = _attach_timing_cache(config, cache_path)
-
+    _set_precision(trt, config, fp16=fp16, tf32=tf32, int8=request.quantized and strong is None)
+    _set_limits(trt, builder, config, request, inputs)
+    cache = _attach_timing_cache(config, request.timing_cache)
     logger.errors.clear()  # keep only the builder's errors from here on
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         details = "; ".join(logger.errors) or "no error was logged"
-        raise EngineError(f"TensorRT could not build {info.path.name}: {details}")
+        raise EngineError(f"TensorRT could not build {request.info.path.name}: {details}")
     built_at = time.perf_counter()
 
+    quantized = request.quantized
     report = BuildReport(
-        engine_path=output,
-        sidecar_path=sidecar,
-        onnx=info,
+        engine_path=request.output,
+        sidecar_path=sidecar_path(request.output),
+        onnx=request.info,
         inputs=inputs,
         outputs=outputs,
         precision=("int8+fp16" if fp16 else "int8") if quantized else "fp16" if fp16 else "fp32",
-        strongly_typed=strongly_typed,
-        profile=profile,
+        strongly_typed=strong is not None,
+        profile=request.profile,
         tensorrt_version=str(trt.__version__),
         tf32=tf32,
-        plugins=plugin_paths,
+        plugins=request.plugins,
         plugins_serialized=serialize_plugins,
         workspace_mib=workspace_mib,
-        timing_cache=cache_path,
-        preprocess=preprocess_for(info.metadata),
+        timing_cache=request.timing_cache,
+        preprocess=preprocess_for(request.info.metadata),
         engine_bytes=int(plan.nbytes),
         seconds={"parse": parsed_at - started, "build": built_at - parsed_at, "total": time.perf_counter() - started},
     )
-    targets = [output, sidecar] + ([cache_path] if cache_path is not None else [])
+    _write(report, plan, cache)
+    return report
+
+
+def _parse(trt: ModuleType, network: Any, logger: Any, request: BuildRequest) -> tuple[tuple[TensorSpec, ...], ...]:
+    """Parse the ONNX file into ``network``; its inputs and outputs.
+
+    Raises:
+        EngineError: every parser error, with node and op.
+    """
+    parser = trt.OnnxParser(network, logger)
+    parsed = parser.parse_from_file(str(request.info.path))
+    if not parsed or parser.num_errors:
+        errors = [parser.get_error(i) for i in range(parser.num_errors)]
+        raise EngineError(_parse_failure(request.info, errors, request.plugins))
+    inputs = tuple(_tensor_spec(network.get_input(i)) for i in range(network.num_inputs))
+    outputs = tuple(_tensor_spec(network.get_output(i)) for i in range(network.num_outputs))
+    return inputs, outputs
+
+
+def _set_limits(
+    trt: ModuleType, builder: Any, config: Any, request: BuildRequest, inputs: tuple[TensorSpec, ...]
+) -> None:
+    """The workspace limit, the plugin libraries to embed and the batch profile."""
+    if request.workspace_mib is not None:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, request.workspace_mib * MIB)
+    if request.serialize_plugins:
+        config.plugins_to_serialize = [str(path.resolve()) for path in request.plugins]
+    if request.profile is not None:
+        _add_profile(builder, config, inputs, request.profile)
+
+
+def _write(report: BuildReport, plan: Any, cache: Any) -> None:
+    """The plan, its sidecar and the updated timing cache, all or none."""
+    targets = [report.engine_path, report.sidecar_path] + ([report.timing_cache] if cache is not None else [])
     with atomic_outputs(*targets) as temps:
         temps[0].write_bytes(memoryview(plan))
         temps[1].write_text(json.dumps(report.to_dict(), indent=2) + "\n")
         if cache is not None:
             temps[2].write_bytes(memoryview(cache.serialize()))
-    return report
 
 
 def _check_fast_fp16(trt: ModuleType, builder: Any) -> None:
@@ -256,22 +265,6 @@ def _strongly_typed_flag(trt: ModuleType) -> int | None:
     """The network-creation bit for a strongly typed network, ``None`` where this TensorRT has none (8.x)."""
     member = getattr(getattr(trt, "NetworkDefinitionCreationFlag", None), "STRONGLY_TYPED", None)
     return None if member is None else 1 << int(member)
-
-
-def _explicitly_quantized(info: OnnxInfo) -> bool:
-    """Whether the graph has Q/DQ nodes (weights are not loaded).
-
-    Raises:
-        ConfigError: the file is INT8 for onnxruntime on CPUs (dynamic quantization), which TensorRT cannot parse.
-    """
-    int8 = info.metadata.get(MetadataKey.INT8)
-    if isinstance(int8, dict) and int8.get("target") == Int8Target.ORT_CPU.value:
-        raise ConfigError(
-            f"{info.path.name} is INT8 for onnxruntime on CPUs ({int8.get('recipe')} recipe), which TensorRT cannot "
-            f"build; export it for TensorRT: tofu-edge export ... --int8 --int8-target {Int8Target.TENSORRT.value}"
-        )
-    model = onnx.load(str(info.path), load_external_data=False)
-    return any(node.op_type in QDQ_OPS for node in model.graph.node)
 
 
 def _set_precision(trt: ModuleType, config: Any, *, fp16: bool, tf32: bool, int8: bool = False) -> None:
