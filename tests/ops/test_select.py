@@ -125,6 +125,7 @@ def test_protected_count_is_static_and_leaves_r_candidates():
     assert protected_count(128, 16, Selection.BIPARTITE) == 0
     assert protected_count(128, 16, Selection.ENERGY) == 13
     assert protected_count(128, 0, Selection.ENERGY) == 0
+    assert protected_count(128, 16, Selection.ATTENTION) == 26
     assert protected_count(10, 9, Selection.ATTENTION) == 1
     assert protected_count(10, 10, Selection.ATTENTION) == 0
     plan = tofu_edge.fuse(tiny_model("vit"), FusionConfig(r=2, selection="energy")).tofu_plan
