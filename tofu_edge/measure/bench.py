@@ -23,7 +23,7 @@ from tofu_edge.config import FusionConfig
 from tofu_edge.errors import ConfigError
 from tofu_edge.measure.environment import TegrastatsSampler, describe_environment, torch_threads
 from tofu_edge.measure.latency import Runner, measure_interleaved, paired_speedup
-from tofu_edge.measure.variant_runners import SEED, check_backend, file_runner, model_runner
+from tofu_edge.measure.variant_runners import SEED, RunnerSetup, check_backend, file_runner, model_runner
 from tofu_edge.measure.variants import Variant
 from tofu_edge.stats import LatencyStats
 
@@ -123,14 +123,11 @@ def bench_model(
     images = torch.randn(batch, *input_shape(base), generator=torch.Generator().manual_seed(SEED))
     with contextlib.ExitStack() as stack:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tofu-bench-")))
+        setup = RunnerSetup(backend, device, provider, folder, timing, stack, fp16=fp16, compile=compile, step=step)
         runners = []
         for index, variant in enumerate(variants):
             _report(progress, "prepare", index / len(variants))
-            runners.append(
-                model_runner(
-                    variant, base, images, backend, device, provider, folder, fp16, compile, timing, stack, step
-                )
-            )
+            runners.append(model_runner(variant, base, images, setup))
         _report(progress, "prepare", 1.0)
         rows, power = _measure(runners, timing, progress)
     for row, variant in zip(rows, variants, strict=True):

@@ -3,18 +3,55 @@ file opened as it is, after checking that the backend is installed. `tofu_edge.m
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tofu_edge.choices import Backend, Device, OrtProvider
+from tofu_edge.choices import Backend, Device, OrtProvider, StepBackend
 from tofu_edge.engine.feeds import example_feeds
 from tofu_edge.engine.sidecar import onnx_precision
 from tofu_edge.errors import ConfigError
 from tofu_edge.export import available_provider, ort_session
 from tofu_edge.measure.latency import Runner, engine_runner, ort_runner, torch_runner
 
-__all__ = ["check_backend", "model_runner", "file_runner", "SEED"]
+if TYPE_CHECKING:
+    import torch
+
+    from tofu_edge.measure.bench import Timing
+    from tofu_edge.measure.variants import Variant
+
+__all__ = ["check_backend", "RunnerSetup", "model_runner", "file_runner", "SEED"]
 
 SEED = 0
+
+
+@dataclass(frozen=True)
+class RunnerSetup:
+    """How every variant of one run is prepared, and what the run shares.
+
+    Attributes:
+        backend: Eager PyTorch, onnxruntime (exported first) or TensorRT (exported and built first).
+        device: The PyTorch device of the torch backend.
+        provider: The onnxruntime provider (`check_backend`'s), ``None`` for the other backends.
+        folder: Where exported files and engines go.
+        timing: Threads and spinning of the onnxruntime sessions.
+        stack: Closes the TensorRT engines when the run ends.
+        fp16: Build TensorRT engines with fp16 kernels allowed.
+        compile: ``torch.compile`` the torch backend's models.
+        step: The fusion steps' backend in PyTorch (`tofu_edge.patch.steps`).
+    """
+
+    backend: Backend
+    device: Device
+    provider: OrtProvider | None
+    folder: Path
+    timing: Timing
+    stack: contextlib.ExitStack
+    fp16: bool = False
+    compile: bool = False
+    step: StepBackend | str = StepBackend.AUTO
 
 
 def check_backend(
@@ -42,34 +79,36 @@ def check_backend(
     return None
 
 
-def model_runner(
-    variant, base, images, backend, device, provider, folder, fp16, compile, timing, stack, step="auto"
-) -> Runner:
-    """The variant's runner: the (fused copy of the) model in PyTorch, its fusion steps on ``step``
-    (`tofu_edge.patch.steps`), or exported (and built) first."""
-    if backend is Backend.TORCH:
+def model_runner(variant: Variant, base: torch.nn.Module, images: torch.Tensor, setup: RunnerSetup) -> Runner:
+    """The variant's runner: the (fused copy of the) model in PyTorch, or exported (and built) first.
+
+    Shapes:
+        images: [B, C, H, W], the batch every call runs
+    """
+    if setup.backend is Backend.TORCH:
         import torch
 
         from tofu_edge.patch import fuse, use_step
 
-        module = base if variant.config is None else use_step(fuse(copy.deepcopy(base), variant.config), step)
-        module = module.to(device.value)
-        if compile:
+        module = base if variant.config is None else use_step(fuse(copy.deepcopy(base), variant.config), setup.step)
+        module = module.to(setup.device.value)
+        if setup.compile:
             module = torch.compile(module)
-        return torch_runner(variant.name, module, images.to(device.value))
+        return torch_runner(variant.name, module, images.to(setup.device.value))
     from tofu_edge.export import export_onnx
 
     stem = "".join(c if c.isalnum() else "_" for c in variant.name)
-    onnx_path = folder / f"{stem}.onnx"
+    onnx_path = setup.folder / f"{stem}.onnx"
     export_onnx(base, onnx_path, variant.config, batch=images.shape[0])  # fuses a copy; parity checked
-    if backend is Backend.ONNXRUNTIME:
-        session = ort_session(onnx_path, provider=provider, threads=timing.threads, spinning=timing.ort_spinning)
+    if setup.backend is Backend.ONNXRUNTIME:
+        timing = setup.timing
+        session = ort_session(onnx_path, provider=setup.provider, threads=timing.threads, spinning=timing.ort_spinning)
         return ort_runner(variant.name, session, images.numpy())
     from tofu_edge.engine import EngineRunner, build_engine
 
-    engine_path = folder / f"{stem}.engine"
-    build_engine(onnx_path, engine_path, fp16=fp16)
-    engine = stack.enter_context(EngineRunner(engine_path))
+    engine_path = setup.folder / f"{stem}.engine"
+    build_engine(onnx_path, engine_path, fp16=setup.fp16)
+    engine = setup.stack.enter_context(EngineRunner(engine_path))
     return engine_runner(variant.name, engine, images.numpy())
 
 

@@ -18,12 +18,12 @@ import numpy as np
 import torch
 
 from tofu_edge.batches import run_in_batches
-from tofu_edge.choices import Backend, Device, StepBackend, parse_choice
+from tofu_edge.choices import Backend, Device, parse_choice
 from tofu_edge.errors import ConfigError
 from tofu_edge.measure.bench import Timing
 from tofu_edge.measure.environment import torch_threads
 from tofu_edge.measure.latency import Runner, measure_interleaved, ort_runner, paired_speedup
-from tofu_edge.measure.variant_runners import SEED, check_backend, model_runner
+from tofu_edge.measure.variant_runners import SEED, RunnerSetup, check_backend, model_runner
 from tofu_edge.measure.variants import Variant
 from tofu_edge.models import input_shape
 from tofu_edge.tune.candidates import Candidate
@@ -87,6 +87,9 @@ class LatencyLab:
         self._images = torch.randn(shape, generator=torch.Generator().manual_seed(SEED))
         self._stack = contextlib.ExitStack()
         self._folder = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="tofu-tune-")))
+        self._setup = RunnerSetup(
+            backend, device, self._provider, self._folder, self._timing, self._stack, compile=compile
+        )
         self._runners: dict[str, Runner] = {}
         self._sessions: dict[str, object] = {}
         self.prepare_seconds: list[float] = []  # what preparing each candidate took: the search plans with it
@@ -114,20 +117,7 @@ class LatencyLab:
             self._runners[candidate.key] = self._int8_runner(candidate)
         else:
             variant = Variant(candidate.name, candidate.config)
-            self._runners[candidate.key] = model_runner(
-                variant,
-                self._model,
-                self._images,
-                self._backend,
-                self._device,
-                self._provider,
-                self._folder,
-                False,
-                self._compile,
-                self._timing,
-                self._stack,
-                StepBackend.AUTO,
-            )
+            self._runners[candidate.key] = model_runner(variant, self._model, self._images, self._setup)
         self.prepare_seconds.append(time.perf_counter() - started)
 
     def measure(self, unfused: Candidate, candidates: Sequence[Candidate], seconds: float) -> dict[str, Measurement]:
