@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,11 +130,7 @@ def export_onnx(
     family = input_family(model)
     fingerprint = weights_fingerprint(model)  # before fusion (which keeps the state_dict keys anyway)
     size = latent_size(model, sample_size)
-    previous = model.tofu_plan if is_applied(model) else None
-    was_training = model.training
-    try:
-        apply(model.eval(), config or DiffusionFusionConfig(ratio=0.0), sample_size=size)
-        plan = model.tofu_plan
+    with _fused(model, config or DiffusionFusionConfig(ratio=0.0), size) as plan:
         feeds = [example_inputs(model, family, size, batch, encoder_length, seed) for seed in range(parity_runs)]
         feeds.append(example_inputs(model, family, size, batch, encoder_length, 0, flat=True))
         adapter = _StepAdapter(model, family)
@@ -144,10 +141,8 @@ def export_onnx(
         with _scratch_dir(output) as scratch, atomic_outputs(*_targets(output, external)) as temps:
             graph_file = scratch / output.name
             onnx_ir.save(program, graph_file, external_data=f"{output.name}.data" if external else None)
-            del program
-            proto = convert_opset(onnx.load(str(graph_file), load_external_data=False), opset)
-            with _working_dir(scratch):  # the checker finds external data relative to the working directory
-                proto = check_portable(proto, dynamic_batch=False)
+            del program  # a UNet's weights: only the file keeps them from here on
+            proto = _checked_graph(graph_file, opset)
             set_metadata(proto, _metadata(plan, feeds[0], input_ranges(model, family), fingerprint, seed))
             onnx.save(proto, str(graph_file))
             parity = _parity(graph_file, adapter, feeds, tolerance or PARITY_TOLERANCE)
@@ -173,12 +168,30 @@ def export_onnx(
             if external:
                 os.replace(scratch / f"{output.name}.data", temps[1])
             temps[-1].write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    return report
+
+
+@contextlib.contextmanager
+def _fused(model: torch.nn.Module, config: DiffusionFusionConfig, size: tuple[int, int]) -> Iterator[DiffusionPlan]:
+    """``model`` fused with ``config`` in eval mode, its plan; afterwards as it was (unfused, or fused as before, and
+    in its training mode)."""
+    previous = model.tofu_plan if is_applied(model) else None
+    was_training = model.training
+    try:
+        apply(model.eval(), config, sample_size=size)
+        yield model.tofu_plan
     finally:
         remove(model)
         if previous is not None:
             apply(model, previous.config, sample_size=previous.sample_size)
         model.train(was_training)
-    return report
+
+
+def _checked_graph(graph_file: Path, opset: int) -> onnx.ModelProto:
+    """The graph at ``graph_file`` (external data not loaded) at ``opset``, checked by the portable rules."""
+    proto = convert_opset(onnx.load(str(graph_file), load_external_data=False), opset)
+    with _working_dir(graph_file.parent):  # the checker finds external data relative to the working directory
+        return check_portable(proto, dynamic_batch=False)
 
 
 class _StepAdapter(torch.nn.Module):
