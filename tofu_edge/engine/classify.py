@@ -15,6 +15,7 @@ from tofu_edge.engine.preprocess import PreprocessConfig, load_input, top_k
 from tofu_edge.engine.runner import EngineRunner
 from tofu_edge.engine.sidecar import TensorSpec, inspect_onnx, preprocess_for
 from tofu_edge.errors import ConfigError
+from tofu_edge.export.metadata import MetadataKey
 from tofu_edge.export.session import ort_session
 from tofu_edge.stats import LatencyStats
 
@@ -161,7 +162,8 @@ def _check_classifier(path: Path, inputs: Sequence[TensorSpec], metadata: dict[s
     if is_single_image_model(inputs, metadata):
         return
     names = ", ".join(f"{spec.name} {list(spec.shape)}" for spec in inputs)
-    what = "one denoising step of a diffusion model" if "diffusion_plan" in metadata else "not an image classifier"
+    diffusion = MetadataKey.DIFFUSION_PLAN in metadata
+    what = "one denoising step of a diffusion model" if diffusion else "not an image classifier"
     raise ConfigError(
         f"{path.name} is {what} (inputs: {names}); run classifies one image input [B, C, H, W]: time the file with "
         f"tofu-edge bench {path}"

@@ -70,4 +70,4 @@ def example_feeds(
 
 def is_single_image_model(inputs: Sequence[TensorSpec], metadata: Mapping[str, Any]) -> bool:
     """Whether the file takes one image batch ``[B, C, H, W]`` and nothing else (a classifier, not a diffusion step)."""
-    return len(inputs) == 1 and len(inputs[0].shape) == 4 and "diffusion_plan" not in metadata
+    return len(inputs) == 1 and len(inputs[0].shape) == 4 and MetadataKey.DIFFUSION_PLAN not in metadata

@@ -13,7 +13,7 @@ from tofu_edge.choices import Backend, Device, OrtProvider, StepBackend
 from tofu_edge.engine.feeds import example_feeds
 from tofu_edge.engine.sidecar import onnx_precision
 from tofu_edge.errors import ConfigError
-from tofu_edge.export import available_provider, ort_session
+from tofu_edge.export import MetadataKey, available_provider, ort_session
 from tofu_edge.measure.latency import Runner, engine_runner, ort_runner, torch_runner
 
 if TYPE_CHECKING:
@@ -126,7 +126,8 @@ def file_runner(name, path, backend, provider, batch, timing, plugins, stack) ->
         feeds = example_feeds(info.inputs, info.metadata, batch, SEED, path.name)
         session = ort_session(path, provider=provider, threads=timing.threads, spinning=timing.ort_spinning)
         runner = ort_runner(name, session, feeds)
-        meta = {"plan": info.metadata.get("plan"), "batch": runner.batch, "precision": onnx_precision(info.metadata)}
+        plan, precision = info.metadata.get(MetadataKey.PLAN), onnx_precision(info.metadata)
+        meta = {"plan": plan, "batch": runner.batch, "precision": precision}
         return runner, meta
     from tofu_edge.engine import EngineRunner
 
@@ -134,7 +135,7 @@ def file_runner(name, path, backend, provider, batch, timing, plugins, stack) ->
     sidecar = engine.sidecar or {}
     metadata = sidecar.get("onnx", {}).get("metadata", {})
     runner = engine_runner(name, engine, example_feeds(engine.inputs, metadata, batch, SEED, path.name))
-    meta = {"plan": metadata.get("plan"), "batch": runner.batch, "precision": onnx_precision(metadata)}
+    meta = {"plan": metadata.get(MetadataKey.PLAN), "batch": runner.batch, "precision": onnx_precision(metadata)}
     if "precision" in sidecar:
         meta["precision"] = sidecar["precision"]
     return runner, meta
