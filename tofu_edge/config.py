@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import Enum
+from typing import Any
 
 from tofu_edge.choices import _Choice, parse_choice
 from tofu_edge.errors import ConfigError
 
-__all__ = ["Mode", "StepOp", "Selection", "FusionConfig", "DEFAULT_MODE", "DEFAULT_TOFU_SWITCH"]
+__all__ = [
+    "Mode",
+    "StepOp",
+    "Selection",
+    "FusionConfig",
+    "FieldText",
+    "config_fields",
+    "value_text",
+    "DEFAULT_MODE",
+    "DEFAULT_TOFU_SWITCH",
+]
 
 
 class StepOp(_Choice):
@@ -61,6 +73,51 @@ DEFAULT_TOFU_SWITCH = 1
 
 
 @dataclass(frozen=True)
+class FieldText:
+    """How one `FusionConfig` field reads and writes as text, declared with the field.
+
+    The field is the command-line option ``--<name>`` (``_`` as ``-``; a bool as ``--<name>/--no-<name>``) in every
+    command that fuses, the flag ``calibrate`` and ``tune`` print for it, and, where its value is not the default,
+    a part of a variant's name (``mlerp r=13 align=8``).
+
+    Args:
+        help: The option's help text.
+        parse: Text to value, for a field whose option takes text (``--r 16,16,8``); ``None``: typer parses the
+            option by the field's own type.
+        short: A one-letter alias (``-r``).
+        named: Whether a value other than the default is part of a variant's name.
+    """
+
+    help: str
+    parse: Callable[[str], Any] | None = None
+    short: str | None = None
+    named: bool = True
+
+
+def _field(default: Any, help: str, **text: Any) -> Any:
+    return dataclasses.field(default=default, metadata={"text": FieldText(help, **text)})
+
+
+def _r_from_text(text: str) -> int | tuple[int, ...]:
+    """``"13"`` -> 13, ``"16,16,8"`` -> (16, 16, 8): ``--r`` as given.
+
+    Raises:
+        ConfigError: not an int or a comma list of ints.
+    """
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        raise ConfigError(f"--r takes an int or a comma list of ints, got {text!r}") from None
+    return values[0] if len(values) == 1 else values
+
+
+def _ops_from_text(text: str) -> tuple[str, ...]:
+    """``"prune,mlerp"`` -> ("prune", "mlerp"): ``--ops`` as given (`FusionConfig` checks each operation)."""
+    return tuple(op.strip() for op in text.split(","))
+
+
+@dataclass(frozen=True)
 class FusionConfig:
     """What to fuse: a token schedule, a merge mode and attention options.
 
@@ -91,16 +148,36 @@ class FusionConfig:
         ConfigError: a malformed or conflicting option.
     """
 
-    r: int | tuple[int, ...] = 0
-    mode: Mode = Mode.MLERP
-    switch: int | None = None
-    prop_attn: bool = True
-    inflection: float = 0.0
-    keep: float | None = None
-    clamp: bool = False
-    ops: tuple[StepOp, ...] | None = None
-    align: int | None = None
-    selection: Selection = Selection.BIPARTITE
+    # Each field carries its text form (`FieldText`): the CLI's --option, calibrate's printed flags and the variant
+    # names are made from these declarations, so a new field reaches them all from here.
+    r: int | tuple[int, ...] = _field(
+        0,
+        "Tokens removed per block: one int for every block, or a comma list per block.",
+        parse=_r_from_text,
+        short="-r",
+    )
+    mode: Mode = _field(
+        Mode.MLERP, "mlerp (default), mean (ToMe) or prune in every block; tofu = prune below --switch, MLERP from it."
+    )
+    switch: int | None = _field(None, "First MLERP block in tofu mode (default 1; see calibrate).")
+    prop_attn: bool = _field(True, "Proportional attention: add log(size) to the logits.")
+    inflection: float = _field(0.0, "ToMe's schedule shape for a constant r: <0 decreasing.")
+    keep: float | None = _field(None, "Target fraction of the unfused MACs, solved into per-block r (instead of --r).")
+    clamp: bool = _field(False, "Cap r at what each block can remove instead of failing.", named=False)
+    ops: tuple[StepOp, ...] | None = _field(
+        None,
+        "One step operation per block, e.g. prune,prune,mlerp,...: mode per-block (see calibrate).",
+        parse=_ops_from_text,
+        named=False,  # the name says per-block
+    )
+    align: int | None = _field(
+        None, "Shape r so every block leaves a multiple of this many tokens (e.g. 8), same MACs within 1 %."
+    )
+    selection: Selection = _field(
+        Selection.BIPARTITE,
+        "Which tokens may be removed: bipartite (ToMe), energy (isolated tokens protected) or attention (tokens the "
+        "class token attends to most protected).",
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", parse_choice(Mode, self.mode, "mode"))
@@ -142,19 +219,8 @@ class FusionConfig:
         return dataclasses.replace(self, mode=DEFAULT_MODE, switch=None, ops=None)
 
     def to_dict(self) -> dict:
-        """The config as plain JSON types."""
-        return {
-            "r": list(self.r) if isinstance(self.r, tuple) else self.r,
-            "mode": self.mode.value,
-            "switch": self.switch,
-            "prop_attn": self.prop_attn,
-            "inflection": self.inflection,
-            "keep": self.keep,
-            "clamp": self.clamp,
-            "ops": None if self.ops is None else [op.value for op in self.ops],
-            "align": self.align,
-            "selection": self.selection.value,
-        }
+        """The config as plain JSON types (choices by value, sequences as lists), one entry per field."""
+        return {field.name: _plain(getattr(self, field.name)) for field in dataclasses.fields(self)}
 
     @classmethod
     def from_dict(cls, data: dict) -> FusionConfig:
@@ -168,10 +234,25 @@ class FusionConfig:
         unknown = sorted(set(data) - set(cls.__dataclass_fields__))
         if unknown:
             raise ConfigError(f"unknown fusion config keys {unknown}; known: {', '.join(cls.__dataclass_fields__)}")
-        values = dict(data)
-        if isinstance(values.get("r"), list):
-            values["r"] = tuple(values["r"])
-        return cls(**values)
+        return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in data.items()})
+
+
+def config_fields() -> tuple[tuple[dataclasses.Field, FieldText], ...]:
+    """Every `FusionConfig` field, in declaration order, with its text form."""
+    return tuple((field, field.metadata["text"]) for field in dataclasses.fields(FusionConfig))
+
+
+def value_text(value: Any) -> str:
+    """A field value as its option takes it: a choice by its value, a sequence as a comma list (``16,16,8``)."""
+    if isinstance(value, (tuple, list)):
+        return ",".join(value_text(item) for item in value)
+    return value.value if isinstance(value, Enum) else str(value)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (tuple, list)):
+        return [_plain(item) for item in value]
+    return value.value if isinstance(value, Enum) else value
 
 
 def _parse_r(r: int | Sequence[int]) -> int | tuple[int, ...]:

@@ -96,3 +96,14 @@ def test_unwritable_output_fails_before_calibrating(tmp_path):
 def test_cli_bad_input(args, message):
     result = CliRunner().invoke(app, ["calibrate", *args])
     assert result.exit_code == 2 and message in result.stderr
+
+
+def test_fusion_options_apply_to_the_default_schedule():
+    result = CliRunner().invoke(
+        app,
+        ["calibrate", "deit_tiny_patch16_224", "--img-size", "32", "--limit", "2", "--clamp", "--method", "probe"]
+        + ["--selection", "energy", "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    config = json.loads(result.stdout)["config"]
+    assert config["r"] == 13 and config["clamp"] and config["selection"] == "energy" and config["mode"] == "tofu"

@@ -120,6 +120,12 @@ def bench_command(
         raise ConfigError("give --sweep or --r/--keep, not both")
     if is_file and (sweep is not None or fusion.schedule_given):
         raise ConfigError(f"{model} is a model file: it is timed as it is, without --r, --keep or --sweep")
+    if is_file:
+        fusion.refuse(fusion.given, f"{model} is a model file: it is timed as it is, without fusion options")
+    elif sweep is None and not fusion.schedule_given:
+        fusion.refuse(
+            fusion.given, "without --r, --keep or --sweep only the unfused model is timed: give one, or leave out"
+        )
     if not is_file and baseline is not None:
         raise ConfigError("--baseline takes a file, for a file MODEL; a model name is timed against its unfused self")
     if sweep is not None and plot is None:

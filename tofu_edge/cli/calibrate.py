@@ -19,15 +19,16 @@ from tofu_edge.cli.options import (
     FusionOptions,
     ImgSizeOption,
     ModelArg,
+    export_flags,
     with_fusion_options,
 )
-from tofu_edge.config import FusionConfig, Mode
+from tofu_edge.config import Mode
 from tofu_edge.errors import TofuError
 
 if TYPE_CHECKING:
     from tofu_edge.calibrate import Calibration, OpsCalibration
 
-__all__ = ["calibrate_command", "export_flags"]
+__all__ = ["calibrate_command"]
 
 DEFAULT_CALIBRATION_R = 13
 
@@ -74,7 +75,11 @@ def calibrate_command(
     from tofu_edge.images import bundled_photo_folder, photo_images
     from tofu_edge.models import create_model
 
-    schedule = (fusion.config() if fusion.schedule_given else FusionConfig(r=DEFAULT_CALIBRATION_R)).token_schedule()
+    config = fusion.config()  # --clamp, --align, ... apply to the default r too
+    fusion.refuse(("mode", "switch", "ops"), "calibrate chooses the step operations; leave them out")
+    schedule = (
+        config if fusion.schedule_given else dataclasses.replace(config, r=DEFAULT_CALIBRATION_R)
+    ).token_schedule()
     if output is not None:
         check_writable(output)  # before the calibration, not after it
     network = create_model(model, img_size=img_size)
@@ -122,26 +127,6 @@ def calibrate_command(
         typer.echo(f"or: {prefix} --config {output}")
 
 
-def export_flags(config: FusionConfig) -> str:
-    """The fusion options that give ``config`` on the command line (``--r 13 --mode tofu --switch 2``)."""
-    flags = [f"--keep {config.keep}" if config.keep is not None else f"--r {_r_text(config.r)}"]
-    if config.inflection:
-        flags.append(f"--inflection {config.inflection}")
-    if config.clamp:
-        flags.append("--clamp")
-    if config.align is not None:
-        flags.append(f"--align {config.align}")
-    if not config.prop_attn:
-        flags.append("--no-prop-attn")
-    if config.ops is not None:
-        flags.append(f"--ops {','.join(op.value for op in config.ops)}")
-    else:
-        flags.append(f"--mode {config.mode.value}")
-        if config.switch is not None:
-            flags.append(f"--switch {config.switch}")
-    return " ".join(flags)
-
-
 def _model_flags(img_size: int | None, checkpoint: Path | None) -> str:
     return (f" --img-size {img_size}" if img_size else "") + (f" --checkpoint {checkpoint}" if checkpoint else "")
 
@@ -173,7 +158,3 @@ def _render_ops(result: OpsCalibration, model: str, console: Console) -> None:
         f"output cosine {result.score:.5f} (start, {result.start}: {result.start_score:.5f}; "
         f"{len(result.changes)} changes, {result.sweeps} passes, {result.evaluations} evaluations)"
     )
-
-
-def _r_text(r: int | tuple[int, ...]) -> str:
-    return str(r) if isinstance(r, int) else ",".join(map(str, r))

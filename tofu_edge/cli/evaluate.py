@@ -94,6 +94,8 @@ def eval_command(
     files = onnx is not None or engine is not None
     if files and (sweep is not None or fusion.schedule_given):
         raise ConfigError("--onnx/--engine evaluate that file as it was fused; leave out --r, --keep and --sweep")
+    if files:
+        fusion.refuse(fusion.given, "--onnx/--engine evaluate that file as it was fused; leave out the fusion options")
     if sweep is not None and fusion.schedule_given:
         raise ConfigError("give --sweep or --r/--keep, not both")
     if files:

@@ -12,9 +12,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from tofu_edge.choices import Backend, Device
-from tofu_edge.cli.calibrate import export_flags
 from tofu_edge.cli.interrupts import Terminated, interrupted_exit_code
-from tofu_edge.cli.options import CheckpointOption, ImgSizeOption, ModelArg
+from tofu_edge.cli.options import CheckpointOption, ImgSizeOption, ModelArg, export_flags
 from tofu_edge.errors import TofuError
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from tofu_edge.config import FusionConfig
+from tofu_edge.config import FusionConfig, config_fields, value_text
 from tofu_edge.errors import ConfigError
 
 __all__ = ["Variant", "parse_sweep", "variant_name", "UNFUSED"]
@@ -26,13 +26,27 @@ class Variant:
 
 
 def variant_name(config: FusionConfig | None) -> str:
-    """``mlerp r=13``, ``tofu r=16,16,8``, ``mean keep=0.6``; ``unfused`` for ``None``."""
+    """``mlerp r=13``, ``tofu r=16,16,8 switch=2``, ``mean keep=0.6 align=8``; ``unfused`` for ``None``.
+
+    The mode and the schedule (``r`` or ``keep``), then every other field that is not at its default and whose
+    declaration says it is named (`tofu_edge.config.FieldText`): ``switch=2``, ``no-prop-attn``, ``selection=energy``.
+    """
     if config is None:
         return UNFUSED
-    if config.keep is not None:
-        return f"{config.mode.value} keep={config.keep:g}"
-    r = config.r if isinstance(config.r, int) else ",".join(map(str, config.r))
-    return f"{config.mode.value} r={r}"
+    schedule = f"keep={config.keep:g}" if config.keep is not None else f"r={value_text(config.r)}"
+    parts = [config.mode.value, schedule]
+    for field, text in config_fields():
+        value = getattr(config, field.name)
+        if field.name in ("r", "keep", "mode") or not text.named or value == field.default:
+            continue
+        parts.append(_name_part(field.name.replace("_", "-"), value))
+    return " ".join(parts)
+
+
+def _name_part(name: str, value: object) -> str:
+    if isinstance(value, bool):
+        return name if value else f"no-{name}"
+    return f"{name}={value:g}" if isinstance(value, float) else f"{name}={value_text(value)}"
 
 
 def parse_sweep(text: str, base: FusionConfig) -> list[Variant]:
@@ -52,6 +66,8 @@ def parse_sweep(text: str, base: FusionConfig) -> list[Variant]:
         numbers = []
     if key not in ("r", "keep") or not numbers:
         raise ConfigError(f"--sweep takes r=INT,INT,... or keep=FRACTION,FRACTION,..., got {text!r}")
+    if key == "keep" and base.inflection:
+        raise ConfigError("--sweep keep=... sets MACs targets; --inflection shapes a constant r: leave it out")
     variants = [Variant(UNFUSED)]
     for number in dict.fromkeys(numbers):
         if (key == "r" and number == 0) or (key == "keep" and number == 1.0):

@@ -62,10 +62,10 @@ class Candidate:
         return dataclasses.replace(self, name=f"{self.name} +int8", int8=True)
 
 
-def _candidate(config: FusionConfig | None, arch: ViTArch, name: str | None = None) -> Candidate:
+def _candidate(config: FusionConfig | None, arch: ViTArch) -> Candidate:
     plan: FusionPlan = resolve_plan(config or FusionConfig(), arch)
     return Candidate(
-        name=name or variant_name(config),
+        name=variant_name(config),
         config=config,
         int8=False,
         macs_ratio=plan.macs / plan.unfused_macs,
@@ -97,15 +97,15 @@ def token_schedules(arch: ViTArch, base: FusionConfig | None = None) -> list[Can
             resolve_plan(config, arch)
         except ScheduleError:
             break  # a larger r cannot run either
-        configs.append((config, None))
+        configs.append(config)
         if r % 2 == 0:
-            configs += [(dataclasses.replace(config, inflection=i), f"r={r} inflection={i:g}") for i in INFLECTIONS]
-            configs.append((dataclasses.replace(config, align=ALIGN), f"r={r} align={ALIGN}"))
-    configs += [(dataclasses.replace(base, keep=keep), None) for keep in KEEPS]
+            configs += [dataclasses.replace(config, inflection=i) for i in INFLECTIONS]
+            configs.append(dataclasses.replace(config, align=ALIGN))
+    configs += [dataclasses.replace(base, keep=keep) for keep in KEEPS]
     found: dict[tuple[int, ...], Candidate] = {}
-    for config, label in configs:
+    for config in configs:
         try:
-            candidate = _candidate(config, arch, None if label is None else f"{config.mode.value} {label}")
+            candidate = _candidate(config, arch)
         except ScheduleError:
             continue
         if candidate.steps and candidate.r_schedule not in found:
@@ -129,11 +129,8 @@ def op_variants(candidate: Candidate, arch: ViTArch, switches: tuple[int, ...] =
 def with_ops(candidate: Candidate, ops: tuple[StepOp, ...]) -> Candidate:
     """The candidate's token schedule with one step operation per block (what ``calibrate --per-block`` picks)."""
     schedule = dataclasses.replace(candidate.config.token_schedule(), ops=tuple(ops))
-    return _with_config(candidate, schedule, "per-block")
+    return _with_config(candidate, schedule)
 
 
-def _with_config(candidate: Candidate, config: FusionConfig, mode: str | None = None) -> Candidate:
-    base = candidate.name.split(" ", 1)[1] if " " in candidate.name else candidate.name
-    mode = mode or config.mode.value
-    switch = f" switch={config.switch}" if config.mode is Mode.TOFU else ""
-    return dataclasses.replace(candidate, name=f"{mode} {base}{switch}", config=config)
+def _with_config(candidate: Candidate, config: FusionConfig) -> Candidate:
+    return dataclasses.replace(candidate, name=variant_name(config), config=config)
