@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tofu_edge.cli.options import NO_FUSION_OPTIONS, FusionOptions, ImgSizeOption, ModelArg, with_fusion_options
+from tofu_edge.config import Selection
 from tofu_edge.plan import FusionPlan, resolve_plan
 
 __all__ = ["plan_command", "render_plan"]
@@ -38,13 +39,25 @@ def plan_command(
 
 def render_plan(plan: FusionPlan, console: Console) -> None:
     """Print the plan as a table with a totals line."""
-    table = Table(title=f"{plan.arch.name}: {plan.config.mode.value} fusion", title_justify="left")
-    for column in ("block", "tokens in", "r", "mode", "tokens out", "GMACs"):
+    selection = plan.config.selection
+    protects = selection is not Selection.BIPARTITE
+    title = f"{plan.arch.name}: {plan.config.mode.value} fusion"
+    title += f", {selection.value} selection" if protects else ""
+    table = Table(title=title, title_justify="left")
+    columns = ("block", "tokens in", "r", "mode", *(("protected",) if protects else ()), "tokens out", "GMACs")
+    for column in columns:
         table.add_column(column, justify="left" if column == "mode" else "right")
     for block in plan.blocks:
         mode = block.op.value if block.r else "-"
+        protected = (str(block.protect),) if protects else ()
         table.add_row(
-            str(block.index), str(block.tokens_in), str(block.r), mode, str(block.tokens_out), f"{block.macs / 1e9:.3f}"
+            str(block.index),
+            str(block.tokens_in),
+            str(block.r),
+            mode,
+            *protected,
+            str(block.tokens_out),
+            f"{block.macs / 1e9:.3f}",
         )
     console.print(table)
     console.print(
