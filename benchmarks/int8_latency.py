@@ -14,6 +14,7 @@ INT8 instruction-set flags.
 
 from __future__ import annotations
 
+import argparse
 import os
 import tempfile
 import time
@@ -35,17 +36,7 @@ SHIPPED = Int8Config()  # the onnxruntime-cpu default recipe
 
 
 def main() -> None:
-    parser = timing_parser(__doc__)  # re-executes with the steady allocator first
-    parser.add_argument("--model", default="deit_small_patch16_224")
-    parser.add_argument("--batches", default="1,8")
-    parser.add_argument("--rs", default="8,13,16")
-    parser.add_argument("--rounds", default="40,15", help="timed rounds per batch size, in --batches order")
-    parser.add_argument("--compare-rs", default="0,13", help="r values at which every candidate recipe is timed")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--max-load", type=float, default=1.0, help="wait for a 1-minute load average below this")
-    parser.add_argument("--max-wait", type=float, default=3.0, help="hours to wait for that before running anyway")
-    parser.add_argument("--output", default=str(RESULTS / "int8_latency.json"))
-    args = parser.parse_args()
+    args = _parser().parse_args()
     batches = [int(b) for b in args.batches.split(",")]
     rounds = dict(zip(batches, (int(n) for n in args.rounds.split(",")), strict=True))
     rs = [int(r) for r in args.rs.split(",")]
@@ -58,42 +49,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="int8_latency_") as tmp:
         folder = Path(tmp)
         for batch in batches:
-            files = {}
-            for r in [0, *rs]:
-                config = FusionConfig(r=r, clamp=True)
-                for int8 in (None, SHIPPED):
-                    name = f"{'int8' if int8 else 'float'} {'unfused' if r == 0 else f'r={r}'}"
-                    path = folder / f"{name.replace(' ', '_').replace('=', '')}_b{batch}.onnx"
-                    started = time.perf_counter()
-                    report = export_onnx(model, path, config, batch=batch, int8=int8)
-                    seconds = time.perf_counter() - started
-                    files[name] = path
-                    plans[r] = report.plan
-                    exports.append(_export_row(name, batch, seconds, report))
-                    print(f"exported {name} b={batch} in {seconds:.0f} s", flush=True)
-            for r in compare_rs:
-                base = files[f"float {'unfused' if r == 0 else f'r={r}'}"]
-                for recipe in OTHER_RECIPES:
-                    name = f"{recipe} {'unfused' if r == 0 else f'r={r}'}"
-                    files[name] = folder / f"{recipe}_r{r}_b{batch}.onnx"
-                    started = time.perf_counter()
-                    quantize_file(base, files[name], recipe, model)
-                    print(f"quantized {name} b={batch} in {time.perf_counter() - started:.0f} s", flush=True)
+            files = _export_variants(model, folder, batch, rs, exports, plans)
+            files |= _quantize_variants(model, folder, batch, compare_rs, files)
             samples = time_onnx_files(files, batch, rounds[batch], args.threads)
-            for name, times in samples.items():
-                r = 0 if "unfused" in name else int(name.rsplit("=", 1)[1])
-                row = {
-                    "variant": name,
-                    "batch": batch,
-                    "precision": "fp32" if name.startswith("float") else "int8",
-                    "recipe": None if name.startswith("float") else name.rsplit(" ", 1)[0].replace("int8", "dynamic"),
-                    "r": r,
-                    "gmacs": plans[r].macs / 1e9,
-                    "speedup_vs_float_unfused": paired_speedup(samples["float unfused"], times),
-                    **LatencyStats.from_samples(times, batch).to_dict(),
-                }
-                results.append(row)
-                print(f"b={batch} {name:28s} {row['median_ms']:7.1f} ms  x{row['speedup_vs_float_unfused']:.2f}")
+            results += _rows(samples, batch, plans)
 
     env = {
         **environment(args.threads),
@@ -115,6 +74,81 @@ def main() -> None:
     }
     write_json(Path(args.output), {"environment": env, "exports": exports, "results": results})
     _print_table(results)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = timing_parser(__doc__)  # re-executes with the steady allocator first
+    parser.add_argument("--model", default="deit_small_patch16_224")
+    parser.add_argument("--batches", default="1,8")
+    parser.add_argument("--rs", default="8,13,16")
+    parser.add_argument("--rounds", default="40,15", help="timed rounds per batch size, in --batches order")
+    parser.add_argument("--compare-rs", default="0,13", help="r values at which every candidate recipe is timed")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--max-load", type=float, default=1.0, help="wait for a 1-minute load average below this")
+    parser.add_argument("--max-wait", type=float, default=3.0, help="hours to wait for that before running anyway")
+    parser.add_argument("--output", default=str(RESULTS / "int8_latency.json"))
+    return parser
+
+
+def _label(r: int) -> str:
+    return "unfused" if r == 0 else f"r={r}"
+
+
+def _export_variants(
+    model: torch.nn.Module, folder: Path, batch: int, rs: list[int], exports: list[dict], plans: dict
+) -> dict[str, Path]:
+    """Float and shipped-INT8 files, unfused and at every r (parity-checked); their export rows and plans are
+    appended to ``exports`` and ``plans``."""
+    files = {}
+    for r in [0, *rs]:
+        config = FusionConfig(r=r, clamp=True)
+        for int8 in (None, SHIPPED):
+            name = f"{'int8' if int8 else 'float'} {_label(r)}"
+            path = folder / f"{name.replace(' ', '_').replace('=', '')}_b{batch}.onnx"
+            started = time.perf_counter()
+            report = export_onnx(model, path, config, batch=batch, int8=int8)
+            seconds = time.perf_counter() - started
+            files[name] = path
+            plans[r] = report.plan
+            exports.append(_export_row(name, batch, seconds, report))
+            print(f"exported {name} b={batch} in {seconds:.0f} s", flush=True)
+    return files
+
+
+def _quantize_variants(
+    model: torch.nn.Module, folder: Path, batch: int, compare_rs: list[int], files: dict[str, Path]
+) -> dict[str, Path]:
+    """The other candidate recipes, quantized from the float files at ``compare_rs``."""
+    quantized = {}
+    for r in compare_rs:
+        base = files[f"float {_label(r)}"]
+        for recipe in OTHER_RECIPES:
+            name = f"{recipe} {_label(r)}"
+            quantized[name] = folder / f"{recipe}_r{r}_b{batch}.onnx"
+            started = time.perf_counter()
+            quantize_file(base, quantized[name], recipe, model)
+            print(f"quantized {name} b={batch} in {time.perf_counter() - started:.0f} s", flush=True)
+    return quantized
+
+
+def _rows(samples: dict[str, list[float]], batch: int, plans: dict) -> list[dict]:
+    """One result row per variant: latency statistics and the paired speed-up against the float unfused model."""
+    rows = []
+    for name, times in samples.items():
+        r = 0 if "unfused" in name else int(name.rsplit("=", 1)[1])
+        row = {
+            "variant": name,
+            "batch": batch,
+            "precision": "fp32" if name.startswith("float") else "int8",
+            "recipe": None if name.startswith("float") else name.rsplit(" ", 1)[0].replace("int8", "dynamic"),
+            "r": r,
+            "gmacs": plans[r].macs / 1e9,
+            "speedup_vs_float_unfused": paired_speedup(samples["float unfused"], times),
+            **LatencyStats.from_samples(times, batch).to_dict(),
+        }
+        rows.append(row)
+        print(f"b={batch} {name:28s} {row['median_ms']:7.1f} ms  x{row['speedup_vs_float_unfused']:.2f}")
+    return rows
 
 
 def _export_row(name: str, batch: int, seconds: float, report) -> dict:
