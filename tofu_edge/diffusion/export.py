@@ -26,7 +26,8 @@ import torch
 from tofu_edge.choices import Flavor
 from tofu_edge.diffusion.apply import DiffusionPlan, apply, is_applied, latent_size, remove
 from tofu_edge.diffusion.config import DiffusionFusionConfig
-from tofu_edge.diffusion.inputs import example_inputs, input_family, input_ranges
+from tofu_edge.diffusion.family import Family
+from tofu_edge.diffusion.inputs import call_step, example_inputs, input_family, input_ranges
 from tofu_edge.errors import ConfigError, ExportError
 from tofu_edge.export.graph import check_opset, check_portable, convert_opset, op_counts, set_metadata
 from tofu_edge.export.metadata import MetadataKey, prefixed
@@ -197,22 +198,12 @@ def _checked_graph(graph_file: Path, opset: int) -> onnx.ModelProto:
 class _StepAdapter(torch.nn.Module):
     """One denoising step with positional tensor inputs and one tensor output, as the exporter wants it."""
 
-    def __init__(self, model: torch.nn.Module, family: str) -> None:
+    def __init__(self, model: torch.nn.Module, family: Family) -> None:
         super().__init__()
         self.model, self.family = model, family
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        if self.family == "unet":
-            sample, timestep, context = inputs
-            return self.model(sample, timestep, encoder_hidden_states=context, return_dict=False)[0]
-        if self.family == "dit":
-            sample, timestep, labels = inputs
-            return self.model(sample, timestep=timestep, class_labels=labels, return_dict=False)[0]
-        sample, timestep, context = inputs
-        conditions = {"resolution": None, "aspect_ratio": None}
-        return self.model(
-            sample, encoder_hidden_states=context, timestep=timestep, added_cond_kwargs=conditions, return_dict=False
-        )[0]
+        return call_step(self.model, self.family, inputs)
 
 
 def _trace(adapter: torch.nn.Module, feed: dict[str, torch.Tensor]) -> onnx_ir.Model:

@@ -18,9 +18,12 @@ import onnx
 import torch
 from onnxruntime.quantization import CalibrationDataReader
 
+from tofu_edge.batches import pad_batch
 from tofu_edge.errors import ConfigError
 from tofu_edge.export.quantize import Int8Config
-from tofu_edge.images import IMAGE_SUFFIXES, bundled_photo_folder, data_config, load_image
+from tofu_edge.image_file import IMAGE_SUFFIXES, image_files
+from tofu_edge.images import bundled_photo_folder, data_config, load_image
+from tofu_edge.models import input_shape
 
 __all__ = ["Int8CalibrationSet", "CalibrationReader", "calibration_images"]
 
@@ -63,7 +66,7 @@ def calibration_images(config: Int8Config, module: torch.nn.Module, bundled_skip
     """
     if not config.recipe.calibrated:
         return None
-    shape = (module.patch_embed.proj.in_channels, *module.patch_embed.img_size)
+    shape = input_shape(module)
     if config.calibration_data is not None:
         arrays = np.asarray(config.calibration_data, dtype=np.float32)
         if tuple(arrays.shape[1:]) != shape or len(arrays) == 0:
@@ -74,7 +77,7 @@ def calibration_images(config: Int8Config, module: torch.nn.Module, bundled_skip
         folder = config.calibration_images
         if not folder.is_dir():
             raise ConfigError(f"calibration folder {folder} does not exist; give a folder of images")
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        files = image_files(folder.rglob("*"))
         if not files:
             raise ConfigError(f"calibration folder {folder} has no {'/'.join(IMAGE_SUFFIXES)} files")
         return Int8CalibrationSet(str(folder), files=tuple(_draw(files, config.count)), asked=config.count)
@@ -132,7 +135,7 @@ class CalibrationReader(CalibrationDataReader):
                 files = self.calibration.files[start:stop]
                 images = torch.stack([load_image(f, self.transform) for f in files]).numpy()
             if self.pad and len(images) < self.batch:
-                images = np.concatenate([images, np.repeat(images[-1:], self.batch - len(images), axis=0)])
+                images = pad_batch(images, self.batch)
             if self.progress is not None:
                 self.progress(stop, total)
             yield {self.input_name: np.ascontiguousarray(images, dtype=np.float32)}

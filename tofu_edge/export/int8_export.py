@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 import torch
 
+from tofu_edge.batches import run_in_batches
 from tofu_edge.export.calibration import CalibrationReader, Int8CalibrationSet, Progress, calibration_images
 from tofu_edge.export.graph import STANDARD_DOMAINS, check_plugin_graph, check_portable, set_metadata
 from tofu_edge.export.int8_graph import check_quantized, linear_nodes
@@ -234,12 +235,6 @@ def _run_sets(session: Any, image_sets: dict[str, torch.Tensor], batch: int | No
     name = session.get_inputs()[0].name
     outputs = {}
     for set_name, images in image_sets.items():
-        array = images.numpy().astype(np.float32)
-        size = batch or len(array)
-        chunks = []
-        for start in range(0, len(array), size):
-            chunk = array[start : start + size]
-            padded = np.concatenate([chunk, np.repeat(chunk[-1:], size - len(chunk), axis=0)]) if batch else chunk
-            chunks.append(session.run(None, {name: padded})[0][: len(chunk)])
-        outputs[set_name] = np.concatenate(chunks)
+        run = lambda chunk: session.run(None, {name: chunk})[0]  # noqa: E731
+        outputs[set_name] = run_in_batches(run, images.numpy().astype(np.float32), batch)
     return outputs

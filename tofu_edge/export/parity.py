@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tofu_edge.batches import run_in_batches
 from tofu_edge.errors import ConfigError, ParityError
 from tofu_edge.images import bundled_photo_folder, flat_images, photo_images, random_images
+from tofu_edge.models import input_shape
 
 __all__ = [
     "ParityTolerance",
@@ -136,12 +138,7 @@ def check_parity(
     for name, images in image_sets.items():
         with torch.no_grad():
             want = model(images).numpy()
-        got = np.concatenate(
-            [
-                run(chunk)[: len(chunk)] if batch is None else run(_pad(chunk, batch))[: len(chunk)]
-                for chunk in _chunks(images.numpy(), batch or len(images))
-            ]
-        )
+        got = run_in_batches(run, images.numpy(), batch)
         sets.append(compare_outputs(name, got, want))
     return ParityReport(sets=tuple(sets), tolerance=tolerance or ParityTolerance())
 
@@ -153,20 +150,10 @@ def parity_image_sets(module: torch.nn.Module, parity_images: str | Path | None)
     Shapes:
         values: [n, C, H, W], the model's input size
     """
-    shape = (module.patch_embed.proj.in_channels, *module.patch_embed.img_size)
+    shape = input_shape(module)
     sets = {"random": random_images(RANDOM_PARITY_IMAGES, shape), "flat": flat_images(module)}
     if parity_images is not None:
         sets["photos"] = photo_images(module, Path(parity_images), limit=PHOTO_PARITY_IMAGES)
     elif (bundled := bundled_photo_folder()) is not None:
         sets["photos"] = photo_images(module, bundled, limit=PHOTO_PARITY_IMAGES, pattern="imagenet_*")
     return sets
-
-
-def _chunks(images: np.ndarray, size: int) -> list[np.ndarray]:
-    return [images[i : i + size] for i in range(0, len(images), size)]
-
-
-def _pad(chunk: np.ndarray, batch: int) -> np.ndarray:
-    if len(chunk) == batch:
-        return chunk
-    return np.concatenate([chunk, np.repeat(chunk[-1:], batch - len(chunk), axis=0)])
