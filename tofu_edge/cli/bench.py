@@ -116,16 +116,7 @@ def bench_command(
     """
     timing = Timing(warmup, None if seconds else iterations, seconds, threads, ort_spinning)
     is_file = model.endswith(MODEL_FILE_SUFFIXES) or Path(model).is_file()
-    if sweep is not None and fusion.schedule_given:
-        raise ConfigError("give --sweep or --r/--keep, not both")
-    if is_file and (sweep is not None or fusion.schedule_given):
-        raise ConfigError(f"{model} is a model file: it is timed as it is, without --r, --keep or --sweep")
-    if is_file:
-        fusion.refuse(fusion.given, f"{model} is a model file: it is timed as it is, without fusion options")
-    elif sweep is None and not fusion.schedule_given:
-        fusion.refuse(
-            fusion.given, "without --r, --keep or --sweep only the unfused model is timed: give one, or leave out"
-        )
+    variants = _variants(model, is_file, sweep, fusion)
     if not is_file and baseline is not None:
         raise ConfigError("--baseline takes a file, for a file MODEL; a model name is timed against its unfused self")
     if sweep is not None and plot is None:
@@ -133,10 +124,6 @@ def bench_command(
     file_backend = "onnxruntime" if model.endswith(".onnx") else "tensorrt"
     if is_file and backend is not None and backend.value != file_backend:
         raise ConfigError(f"{model} runs in {file_backend}, not {backend.value}")
-    base = fusion.config()
-    variants = parse_sweep(sweep, base) if sweep else [Variant(variant_name(None))]
-    if sweep is None and fusion.schedule_given:
-        variants.append(Variant(variant_name(base), base))
     for path in (output, plot):
         if path is not None:
             check_writable(path)
@@ -237,6 +224,31 @@ def _schedule(rs: list[int] | None) -> str:
     if len(set(rs)) == 1:
         return str(rs[0])
     return ",".join(map(str, rs))
+
+
+def _variants(model: str, is_file: bool, sweep: str | None, fusion: FusionOptions) -> list[Variant]:
+    """The variants a model name is timed as (none for a model file, timed as it is), after refusing the options
+    that cannot apply.
+
+    Raises:
+        ConfigError: --sweep with --r/--keep, a schedule or fusion options for a model file, fusion options with
+            no schedule to apply them to, or a malformed option.
+    """
+    if sweep is not None and fusion.schedule_given:
+        raise ConfigError("give --sweep or --r/--keep, not both")
+    if is_file and (sweep is not None or fusion.schedule_given):
+        raise ConfigError(f"{model} is a model file: it is timed as it is, without --r, --keep or --sweep")
+    if is_file:
+        fusion.refuse(fusion.given, f"{model} is a model file: it is timed as it is, without fusion options")
+        return []
+    if sweep is None and not fusion.schedule_given:
+        message = "without --r, --keep or --sweep only the unfused model is timed: give one, or leave out"
+        fusion.refuse(fusion.given, message)
+    base = fusion.config()
+    variants = parse_sweep(sweep, base) if sweep else [Variant(variant_name(None))]
+    if sweep is None and fusion.schedule_given:
+        variants.append(Variant(variant_name(base), base))
+    return variants
 
 
 @contextlib.contextmanager
