@@ -64,3 +64,28 @@ def test_bad_ops_are_config_errors(kwargs, message):
 def test_from_dict_refuses_unknown_keys():
     with pytest.raises(ConfigError, match=r"unknown fusion config keys \['ratio'\]"):
         FusionConfig.from_dict({"r": 2, "ratio": 0.5})
+
+
+def test_token_schedule_keeps_the_schedule_and_drops_the_operations():
+    config = FusionConfig(r=(4, 3), ops=("prune", "mlerp"), clamp=True, align=8, selection="energy")
+    assert config.token_schedule() == FusionConfig(r=(4, 3), clamp=True, align=8, selection="energy")
+    assert FusionConfig(r=13, mode="tofu", switch=2).token_schedule() == FusionConfig(r=13)
+
+
+def test_every_field_round_trips_through_to_dict_and_carries_its_text_form():
+    from dataclasses import fields
+
+    from tofu_edge.config import FieldText, config_fields
+
+    config = FusionConfig(r=(4, 3), ops=("prune", "mean"), inflection=0.0, clamp=True, align=8, selection="energy")
+    assert list(config.to_dict()) == [field.name for field in fields(FusionConfig)]
+    assert FusionConfig.from_dict(config.to_dict()) == config
+    assert all(isinstance(text, FieldText) and text.help for _, text in config_fields())
+
+
+def test_closed_choices_share_one_base():
+    from tofu_edge.choices import _Choice
+    from tofu_edge.config import Selection, StepOp
+
+    assert all(issubclass(kind, _Choice) for kind in (Mode, StepOp, Selection))
+    assert str(Mode.PER_BLOCK) == "per-block" and Mode.TOFU == "tofu"
