@@ -1,14 +1,13 @@
 """`export_onnx`: a fused timm ViT as a static-shape, portable ONNX file plus a JSON report.
 
 The steps, in order: check the request (`_check_request`), load and fuse the model and gather its image sets
-(`_prepare`), trace and check the float graph (`_float_graph`), judge it against PyTorch (`_float_parity`), and with
+(`prepare_model`), trace and check the float graph (`_float_graph`), judge it against PyTorch (`_float_parity`), and with
 ``int8`` quantize that file (`quantize_onnx`) and judge the INT8 model (`compare_int8`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import tempfile
 import time
@@ -21,11 +20,9 @@ import onnx
 import onnx_ir
 import torch
 
-from tofu_edge.checkpoint import load_checkpoint
 from tofu_edge.choices import Flavor, parse_choice
 from tofu_edge.config import FusionConfig
 from tofu_edge.errors import ConfigError
-from tofu_edge.export.calibration import Int8CalibrationSet, calibration_images
 from tofu_edge.export.graph import (
     check_opset,
     check_plugin_graph,
@@ -36,18 +33,16 @@ from tofu_edge.export.graph import (
 )
 from tofu_edge.export.int8_export import Int8Report, compare_int8, quantize_onnx
 from tofu_edge.export.metadata import MetadataKey, prefixed
-from tofu_edge.export.parity import PHOTO_PARITY_IMAGES, ParityReport, ParityTolerance, check_parity, parity_image_sets
+from tofu_edge.export.parity import ParityReport, ParityTolerance, check_parity
 from tofu_edge.export.plugin import translation_table, use_plugin_step
+from tofu_edge.export.prepare import PreparedModel, prepare_model
 from tofu_edge.export.quantize import Int8Config, Int8Target
 from tofu_edge.export.rewrite import fusable_graph
 from tofu_edge.export.session import ort_session
 from tofu_edge.export.trace import trace_onnx
 from tofu_edge.files import atomic_outputs, check_writable
-from tofu_edge.models import create_model
-from tofu_edge.patch import fuse, use_step
 from tofu_edge.plan import FusionPlan
 from tofu_edge.versions import EXPORT_PACKAGES, package_versions
-from tofu_edge.weights import seeded, weights_fingerprint
 
 __all__ = ["ExportReport", "export_onnx"]
 
@@ -93,34 +88,6 @@ class ExportReport:
             "weights_sha256": self.weights_sha256,
             "versions": package_versions(EXPORT_PACKAGES),
         }
-
-
-@dataclass(frozen=True)
-class _Prepared:
-    """The fused model and everything the export judges it with, gathered before any tracing.
-
-    Attributes:
-        name: The timm name (of the fused architecture) or a model object's class name.
-        module: The fused copy, on the standard-op step.
-        reference: The unfused float model, for the INT8 report (``None`` without ``int8``).
-        seed: The seed the weights were drawn with; ``None`` for loaded weights or a model object's.
-        fingerprint: `weights_fingerprint` of the weights.
-        image_sets: The parity image sets.
-        calibration: The INT8 calibration images (``None`` without a calibrated recipe).
-        example: The example batch traced.
-
-    Shapes:
-        example: [batch, C, H, W]
-    """
-
-    name: str
-    module: torch.nn.Module
-    reference: torch.nn.Module | None
-    seed: int | None
-    fingerprint: str
-    image_sets: dict[str, torch.Tensor]
-    calibration: Int8CalibrationSet | None
-    example: torch.Tensor
 
 
 def export_onnx(
@@ -182,7 +149,7 @@ def export_onnx(
     started = time.perf_counter()
     output, report_path = Path(output), Path(output).with_suffix(".json")
     flavor = _check_request(output, batch, opset, flavor, int8)
-    prepared = _prepare(
+    prepared = prepare_model(
         model, config, img_size=img_size, checkpoint=checkpoint, pretrained=pretrained, seed=seed, batch=batch,
         int8=int8, parity_images=parity_images,
     )  # fmt: skip
@@ -247,46 +214,7 @@ def _check_request(output: Path, batch: int, opset: int, flavor: Flavor | str, i
     return flavor
 
 
-def _prepare(
-    model: str | torch.nn.Module,
-    config: FusionConfig | None,
-    *,
-    img_size: int | None,
-    checkpoint: str | Path | None,
-    pretrained: bool,
-    seed: int,
-    batch: int,
-    int8: Int8Config | None,
-    parity_images: str | Path | None,
-) -> _Prepared:
-    """Create (seeded) or copy the model, load its weights, fuse it, and gather its image sets and calibration set
-    (checked before any slow work)."""
-    if isinstance(model, str):
-        with seeded(seed):
-            name, module = model, create_model(model, img_size=img_size, pretrained=pretrained)
-    else:
-        name, module = type(model).__name__, copy.deepcopy(model).eval()
-    if checkpoint is not None:
-        load_checkpoint(module, checkpoint)
-    fingerprint = weights_fingerprint(module)
-    random_weights = isinstance(model, str) and checkpoint is None and not pretrained
-    reference = copy.deepcopy(module) if int8 is not None else None
-    use_step(fuse(module, config or FusionConfig()), "torch")  # the standard-op step, whatever the device
-    image_sets = parity_image_sets(module, parity_images)
-    bundled_skip = PHOTO_PARITY_IMAGES if parity_images is None else 0  # parity's bundled photos: not calibration's
-    return _Prepared(
-        name=module.tofu_plan.arch.name if isinstance(model, str) else name,
-        module=module,
-        reference=reference,
-        seed=seed if random_weights else None,  # loaded weights (or a model object's) were not drawn from it
-        fingerprint=fingerprint,
-        image_sets=image_sets,
-        calibration=calibration_images(int8, module, bundled_skip) if int8 is not None else None,
-        example=image_sets["random"][:1].expand(batch, -1, -1, -1).contiguous(),
-    )
-
-
-def _float_graph(prepared: _Prepared, opset: int, dynamic_batch: bool, flavor: Flavor) -> onnx.ModelProto:
+def _float_graph(prepared: PreparedModel, opset: int, dynamic_batch: bool, flavor: Flavor) -> onnx.ModelProto:
     """The fused model traced, at ``opset``, checked by the rules of ``flavor``.
 
     The plugin flavour swaps the fusion steps of ``prepared.module`` for the plugin ops (that copy only), so trace
@@ -320,7 +248,7 @@ def _float_file(onnx_tmp: Path, int8: Int8Config | None) -> Iterator[Path]:
 
 
 def _float_parity(
-    proto: onnx.ModelProto, path: Path, prepared: _Prepared, batch: int | None, tolerance: ParityTolerance | None
+    proto: onnx.ModelProto, path: Path, prepared: PreparedModel, batch: int | None, tolerance: ParityTolerance | None
 ) -> ParityReport:
     """Write the float graph to ``path`` and compare it in onnxruntime with the fused PyTorch model."""
     onnx.save(proto, path)
@@ -335,7 +263,7 @@ def _float_parity(
     )
 
 
-def _metadata(prepared: _Prepared, dynamic_batch: bool, flavor: Flavor) -> dict[str, str]:
+def _metadata(prepared: PreparedModel, dynamic_batch: bool, flavor: Flavor) -> dict[str, str]:
     """The ``tofu_edge.*`` entries: the model, its fusion and input, the exporting packages, and where the weights
     came from (the seed they were drawn with, if any, and their fingerprint)."""
     plan, shape = prepared.module.tofu_plan, tuple(prepared.example.shape)
