@@ -1,8 +1,8 @@
 """`export_onnx`: a fused timm ViT as a static-shape, portable ONNX file plus a JSON report.
 
 The steps, in order: check the request (`_check_request`), load and fuse the model and gather its image sets
-(`prepare_model`), trace and check the float graph (`_float_graph`), judge it against PyTorch (`_float_parity`), and with
-``int8`` quantize that file (`quantize_onnx`) and judge the INT8 model (`compare_int8`).
+(`prepare_model`), trace and check the float graph (`_float_graph`), judge it against PyTorch (`_float_parity`),
+and with ``int8`` quantize that file (`quantize_onnx`) and judge the INT8 model (`compare_int8`).
 """
 
 from __future__ import annotations
