@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -112,7 +113,16 @@ def model_runner(variant: Variant, base: torch.nn.Module, images: torch.Tensor, 
     return engine_runner(variant.name, engine, images.numpy())
 
 
-def file_runner(name, path, backend, provider, batch, timing, plugins, stack) -> tuple[Runner, dict]:
+def file_runner(
+    name: str,
+    path: Path,
+    backend: Backend,
+    provider: OrtProvider | None,
+    batch: int,
+    timing: Timing,
+    plugins: Sequence[str | Path],
+    stack: contextlib.ExitStack,
+) -> tuple[Runner, dict]:
     """The runner of an ``.onnx`` file (onnxruntime) or an engine as it is, fed every input it declares
     (`example_feeds`), and what its metadata says: ``plan``, ``batch`` and ``precision``.
 
