@@ -233,8 +233,8 @@ def _plugin_ranges(
 def _run_sets(session: Any, image_sets: dict[str, torch.Tensor], batch: int | None) -> dict[str, np.ndarray]:
     """Outputs of an onnxruntime session on every image set, in chunks of the static batch (padded)."""
     name = session.get_inputs()[0].name
-    outputs = {}
-    for set_name, images in image_sets.items():
-        run = lambda chunk: session.run(None, {name: chunk})[0]  # noqa: E731
-        outputs[set_name] = run_in_batches(run, images.numpy().astype(np.float32), batch)
-    return outputs
+
+    def run(chunk: np.ndarray) -> np.ndarray:
+        return session.run(None, {name: chunk})[0]
+
+    return {key: run_in_batches(run, images.numpy().astype(np.float32), batch) for key, images in image_sets.items()}
