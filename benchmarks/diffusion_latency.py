@@ -1,17 +1,20 @@
 """One denoising step, unfused vs ours (prune / mean / MLERP) vs tomesd's own patch, interleaved in one run.
 
 Usage:
-    python -m benchmarks.diffusion_latency                         # CPU: PyTorch eager + onnxruntime, ~20 min
+    python -m benchmarks.diffusion_latency                         # CPU: PyTorch eager + onnxruntime, ~1 h
+    python -m benchmarks.diffusion_latency --models dit --output benchmarks/results/diffusion_latency_dit.json
     python -m benchmarks.diffusion_latency --device cuda --sizes 64,128 --batch 2 --output FILE   # GPU, fp16
 
 Models (random weights, nothing downloaded): SD 1.5's UNet (diffusers' UNet2DConditionModel defaults with
 cross_attention_dim 768, i.e. block_out_channels (320, 640, 1280, 1280), 8 heads; 64x64 latents = 512 px, 77 text
 tokens) and DiT-S/2 (DiTTransformer2DModel, 12 blocks, 6 heads of 64, 32x32 latents = 256 tokens). Fusion at the
 full-resolution level (tomesd's default ``max_downsample=1``), self-attention only for the UNet; for DiT both
-self-attention only and attention + MLP. Variants share one set of weights (shallow module copies), so one process
-holds the model once. onnxruntime: 2 threads, spinning off (`tofu_edge.export.ort_session`); every graph is
-exported with `tofu_edge.diffusion.export_onnx` (parity-checked). Speed-ups are medians of per-round ratios
-(`tofu_edge.measure.latency.paired_speedup`).
+self-attention only and attention + MLP, in PyTorch and in onnxruntime, side by side (``--models dit`` runs DiT
+alone). Variants share one set of weights (shallow module copies), so one process holds the model once.
+onnxruntime: 2 threads, spinning off (`tofu_edge.export.ort_session`); every graph is exported with
+`tofu_edge.diffusion.export_onnx` (parity-checked). Timing, statistics and the environment record are
+`tofu_edge.measure`'s: runners called round-robin (`measure_interleaved`), `LatencyStats`, speed-ups as medians of
+per-round ratios (`paired_speedup`), `describe_environment`; the results file also records the command line.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -27,10 +31,8 @@ import torch
 from diffusers import DiTTransformer2DModel, UNet2DConditionModel
 
 import tofu_edge.diffusion as td
-from benchmarks.common import RESULTS, timing_parser, write_json
-from tofu_edge.measure.environment import describe_environment
-from tofu_edge.measure.latency import Runner, measure_interleaved, paired_speedup
-from tofu_edge.stats import LatencyStats
+from benchmarks.common import RESULTS, environment, timing_parser, write_json
+from tofu_edge.measure import LatencyStats, Runner, measure_interleaved, ort_runner, paired_speedup, torch_runner
 
 SD15 = dict(sample_size=64, cross_attention_dim=768)  # the rest of SD 1.5's UNet config is diffusers' default
 DIT_S2 = dict(
@@ -44,6 +46,7 @@ DIT_S2 = dict(
 )
 RATIOS = (0.3, 0.5)
 OPS = ("prune", "mean", "mlerp")
+MODELS = ("sd15", "dit")  # --models: SD 1.5's UNet, DiT-S/2
 SCRATCH = Path("build/diffusion_latency")
 
 
@@ -81,27 +84,11 @@ def step_inputs(model: torch.nn.Module, size: int, batch: int, device: str, dtyp
     return {"latent": latent, "timestep": timestep, "class_labels": labels, "return_dict": False}
 
 
-def torch_runner(name: str, module: torch.nn.Module, inputs: dict, device: str) -> Runner:
-    """Eager PyTorch: the wall clock on the CPU, CUDA events on a GPU."""
-    latent, inputs = inputs["latent"], {k: v for k, v in inputs.items() if k != "latent"}
-    if device == "cpu":
-
-        def call() -> None:
-            with torch.inference_mode():
-                module(latent, **inputs)
-
-        return Runner(name, call, inputs["timestep"].shape[0])
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-
-    def call_cuda() -> float:
-        with torch.inference_mode():
-            start.record()
-            module(latent, **inputs)
-            end.record()
-        end.synchronize()
-        return start.elapsed_time(end)
-
-    return Runner(name, call_cuda, inputs["timestep"].shape[0])
+def step_runner(name: str, module: torch.nn.Module, inputs: dict) -> Runner:
+    """`tofu_edge.measure.torch_runner` on one step: the wall clock on the CPU, CUDA events on a GPU. The latent is
+    the positional argument (tomesd's hook reads it), the other inputs are bound by keyword."""
+    rest = {k: v for k, v in inputs.items() if k != "latent"}
+    return torch_runner(name, lambda latent: module(latent, **rest), inputs["latent"])
 
 
 def summarize(samples: dict[str, list[float]], baseline: str, extra: dict | None = None) -> list[dict]:
@@ -138,8 +125,9 @@ def dit_specs() -> list[tuple[str, dict | None]]:
 
 
 def bench_torch(model, specs, size, batch, device, dtype, warmup, iterations) -> list[dict]:
+    """Time every variant of ``specs`` in eager PyTorch, interleaved with the unfused model."""
     inputs = step_inputs(model, size, batch, device, dtype)
-    runners = [torch_runner(n, m, inputs, device) for n, m in torch_variants(model, specs, size)]
+    runners = [step_runner(n, m, inputs) for n, m in torch_variants(model, specs, size)]
     return summarize(measure_interleaved(runners, warmup=warmup, iterations=iterations), "unfused")
 
 
@@ -154,9 +142,8 @@ def bench_ort(model, specs, size, warmup, iterations) -> list[dict]:
         extra[name] = export_variant(model, path, spec, size)
         parity = extra[name]["parity_min_cosine"]
         print(f"  exported {name} in {extra[name]['export_seconds']:.0f} s, parity {parity}", file=sys.stderr)
-        session = ort_session(path, threads=2, spinning=False)
         feeds = {k: v.numpy() for k, v in _export_feed(model, size).items()}
-        runners.append(Runner(name, lambda s=session, f=feeds: s.run(None, f) and None, 1))
+        runners.append(ort_runner(name, ort_session(path, threads=2, spinning=False), feeds))
     return summarize(measure_interleaved(runners, warmup=warmup, iterations=iterations), "unfused", extra)
 
 
@@ -210,6 +197,7 @@ def tomesd_onnx_attempt() -> dict:
 
 def main() -> None:
     parser = timing_parser(__doc__)  # re-executes with the steady allocator first
+    parser.add_argument("--models", default=",".join(MODELS), help="comma list of sd15 (SD 1.5's UNet), dit (DiT-S/2)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--sizes", default="64", help="UNet latent sizes, comma-separated")
     parser.add_argument("--batch", type=int, default=1)
@@ -220,14 +208,30 @@ def main() -> None:
     parser.add_argument("--skip-ort", action="store_true")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
+    models = args.models.split(",")
+    if unknown := sorted(set(models) - set(MODELS)):
+        parser.error(f"unknown --models {unknown}: choose from {', '.join(MODELS)}")
     torch.manual_seed(0)
     device, dtype = args.device, torch.float16 if args.device == "cuda" else torch.float32
-    threads = torch.get_num_threads()
-    payload = {"environment": describe_environment(threads=threads, device=device), "load_before": os.getloadavg()}
-    payload["setup"] = {"batch": args.batch, "dtype": str(dtype), "iterations": args.iterations, "warmup": args.warmup}
-    sections = payload["sections"] = []
+    payload = {
+        "command": shlex.join(["python", "-m", "benchmarks.diffusion_latency", *sys.argv[1:]]),
+        "environment": environment(threads=torch.get_num_threads(), device=device),
+        "load_before": os.getloadavg(),
+        "setup": {"batch": args.batch, "dtype": str(dtype), "iterations": args.iterations, "warmup": args.warmup},
+        "sections": [],
+    }
     output = args.output or RESULTS / ("diffusion_latency.json" if device == "cpu" else "diffusion_latency_gpu.json")
+    if "sd15" in models:
+        run_unet(args, payload, output, dtype)
+    if "dit" in models:
+        run_dit(args, payload, output, dtype)
+    payload["load_after"] = os.getloadavg()
+    write_json(output, payload)
 
+
+def run_unet(args, payload: dict, output: Path, dtype: torch.dtype) -> None:
+    """SD 1.5's UNet at each ``--sizes`` latent: PyTorch, then (on the CPU) onnxruntime; written after each."""
+    device, sections = args.device, payload["sections"]
     unet = UNet2DConditionModel(**SD15).to(device, dtype).eval()  # sizes are passed to apply/export explicitly
     for size in (int(s) for s in args.sizes.split(",")):
         print(f"SD 1.5 UNet {size}x{size}, PyTorch {device}", file=sys.stderr)
@@ -245,27 +249,29 @@ def main() -> None:
                 {"model": "SD 1.5 UNet", "latent": size, "runtime": "onnxruntime cpu 2 threads", "rows": rows}
             )
             write_json(output, payload)
-    del unet
 
+
+def run_dit(args, payload: dict, output: Path, dtype: torch.dtype) -> None:
+    """DiT-S/2: PyTorch, then (on the CPU) onnxruntime with attention-only and attention + MLP side by side, and
+    what torch's exporters make of tomesd's patch; written after each section."""
+    device, sections = args.device, payload["sections"]
     dit = DiTTransformer2DModel(**DIT_S2).to(device, dtype).eval()
-    dit_iterations = args.iterations * 5
+    iterations = args.iterations * 5
     print("DiT-S/2, PyTorch", file=sys.stderr)
-    rows = bench_torch(dit, dit_specs(), 32, args.batch, device, dtype, args.warmup * 3, dit_iterations)
+    rows = bench_torch(dit, dit_specs(), 32, args.batch, device, dtype, args.warmup * 3, iterations)
     sections.append({"model": "DiT-S/2", "latent": 32, "runtime": f"pytorch {device}", "rows": rows})
     write_json(output, payload)  # after every section: a crash keeps what was measured
     if device == "cpu" and not args.skip_ort:
         print("DiT-S/2, onnxruntime", file=sys.stderr)
-        specs = [("unfused", None)] + [
-            (f"ours {op} {r} attn+mlp", {"ratio": r, "op": op, "merge_mlp": True})
-            for r in RATIOS
-            for op in args.ort_ops.split(",")
-        ]
-        rows = bench_ort(dit, specs, 32, args.warmup * 3, dit_iterations)
+        specs: list[tuple[str, dict | None]] = [("unfused", None)]
+        for r in RATIOS:
+            for op in args.ort_ops.split(","):
+                specs.append((f"ours {op} {r} attn", {"ratio": r, "op": op}))
+                specs.append((f"ours {op} {r} attn+mlp", {"ratio": r, "op": op, "merge_mlp": True}))
+        rows = bench_ort(dit, specs, 32, args.warmup * 3, iterations)
         sections.append({"model": "DiT-S/2", "latent": 32, "runtime": "onnxruntime cpu 2 threads", "rows": rows})
-        write_json(output, payload)  # after every section: a crash keeps what was measured
+        write_json(output, payload)
         payload["tomesd_onnx_export"] = tomesd_onnx_attempt()
-    payload["load_after"] = os.getloadavg()
-    write_json(output, payload)
 
 
 if __name__ == "__main__":
