@@ -174,7 +174,8 @@ def build_engine(
     # (TensorRT 8.x has no strong typing: there, as with fp16, the INT8 flag makes the Q/DQ layers INT8)
     strong = _strongly_typed_flag(trt) if request.quantized and not fp16 else None
     network = builder.create_network(strong or 0)
-    inputs, outputs = _parse(trt, network, logger, request)
+    parser = trt.OnnxParser(network, logger)  # holds the weights the network points to: alive until the build ends
+    inputs, outputs = _parse(parser, network, request)
     parsed_at = time.perf_counter()
 
     config = builder.create_builder_config()
@@ -212,13 +213,12 @@ def build_engine(
     return report
 
 
-def _parse(trt: ModuleType, network: Any, logger: Any, request: BuildRequest) -> tuple[tuple[TensorSpec, ...], ...]:
-    """Parse the ONNX file into ``network``; its inputs and outputs.
+def _parse(parser: Any, network: Any, request: BuildRequest) -> tuple[tuple[TensorSpec, ...], ...]:
+    """Parse the ONNX file into ``network`` with ``parser``; its inputs and outputs.
 
     Raises:
         EngineError: every parser error, with node and op.
     """
-    parser = trt.OnnxParser(network, logger)
     parsed = parser.parse_from_file(str(request.info.path))
     if not parsed or parser.num_errors:
         errors = [parser.get_error(i) for i in range(parser.num_errors)]
