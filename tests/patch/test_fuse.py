@@ -34,10 +34,11 @@ def test_attention_residual_is_timm_attention_with_the_size_bias(family, fused_a
     bias = size.log().transpose(1, 2)[:, None]
     with torch.no_grad():
         want = x + block.ls1(block.attn(block.norm1(x), attn_mask=bias))
-        got, metric = block.attention_residual(x, size)
+        got, metric, attention = block.attention_residual(x, size)
         torch.testing.assert_close(got, want, atol=ATOL, rtol=0)
         torch.testing.assert_close(size_bias(size), bias, atol=0, rtol=0)
     assert metric.shape == (2, num_tokens, block.attn.head_dim)
+    assert attention is None  # only selection=attention needs the class token's attention
 
 
 def test_mean_key_is_the_keys_averaged_over_heads(family):
