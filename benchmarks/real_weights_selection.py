@@ -335,7 +335,8 @@ def render(payload: dict) -> str:
     def delta(stat: dict | None, scale: float = 1.0, digits: int = 4) -> str:
         if stat is None:
             return "-"
-        return f"{stat['diff'] * scale:+.{digits}f} ± {stat.get('se_photos', stat['se']) * scale:.{digits}f}"
+        se = stat["se_photos"] if "se_photos" in stat else stat["se"]
+        return f"{stat['diff'] * scale:+.{digits}f} ± {se * scale:.{digits}f}"
 
     lines: list[str] = []
     if payload["photos"] is not None:

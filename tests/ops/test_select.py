@@ -66,7 +66,9 @@ def test_protected_tokens_are_never_sources_and_the_choice_differs_from_bipartit
 
 def test_energy_flattens_loose_similarities():
     scores = torch.tensor([[[0.9, 0.5, 0.0], [-1.0, 0.2, 0.6]]])
-    want = torch.tensor([[(0.9 + 0.5 + (torch.e**-0.5 - 1)) / 3, ((torch.e**-1.5 - 1) + (torch.e**-0.3 - 1) + 0.6) / 3]])
+    first = (0.9 + 0.5 + (torch.e**-0.5 - 1)) / 3
+    second = ((torch.e**-1.5 - 1) + (torch.e**-0.3 - 1) + 0.6) / 3
+    want = torch.tensor([[first, second]])
     torch.testing.assert_close(energy_scores(scores, margin=0.5), want)
 
 
