@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.5.0"  # the one version: pyproject.toml reads it, CHANGELOG.md's top entry agrees
+__version__ = "0.6.0"  # the one version: pyproject.toml reads it, CHANGELOG.md's top entry agrees
 
 __all__ = [
     "FusionConfig",
