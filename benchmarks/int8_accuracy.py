@@ -31,6 +31,7 @@ import torch
 from benchmarks.common import RESULTS, environment, write_json
 from benchmarks.int8_latency import quantize_file, wait_until_idle
 from tofu_edge import FusionConfig
+from tofu_edge.batches import run_in_batches
 from tofu_edge.export import ParityTolerance, export_onnx, ort_session
 
 BATCH = 8  # static batch of the exported files
@@ -150,12 +151,8 @@ def _run(path: Path, batches, threads: int) -> np.ndarray:
     """Outputs of an ONNX file (static batch ``BATCH``; the last batch padded) over batches of inputs."""
     session = ort_session(path, threads=threads)
     name = session.get_inputs()[0].name
-    outputs = []
-    for batch in batches:
-        count = len(batch)
-        padded = np.concatenate([batch, np.repeat(batch[-1:], BATCH - count, axis=0)]) if count < BATCH else batch
-        outputs.append(session.run(None, {name: padded.astype(np.float32)})[0][:count])
-    return np.concatenate(outputs)
+    run = lambda images: session.run(None, {name: images.astype(np.float32)})[0]  # noqa: E731
+    return np.concatenate([run_in_batches(run, batch, BATCH) for batch in batches])
 
 
 def _outside_draw(drawn: int, count: int) -> torch.Tensor:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import os
 import sys
 import time
@@ -363,7 +362,7 @@ def gated_rows(setting: Setting, log: Callable[[str], None]) -> dict:
     rows: dict[str, dict] = {}
     for label, gate in GATES.items():
         for schedule, config in setting.configs.items():
-            fused = fuse(copy.deepcopy(setting.model), dataclasses.replace(config, mode="mlerp", switch=None, ops=None))
+            fused = fuse(copy.deepcopy(setting.model), config.token_schedule())
             for block in fused.blocks[:1] if gate[0] == "keep_mass_first" else fused.blocks:
                 block.__class__, block.gate = GatedBlock, gate
             with torch.inference_mode():

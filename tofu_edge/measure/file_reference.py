@@ -17,7 +17,7 @@ import torch
 
 from tofu_edge.checkpoint import load_checkpoint
 from tofu_edge.errors import ConfigError
-from tofu_edge.export import onnx_metadata
+from tofu_edge.export import MetadataKey, onnx_metadata
 from tofu_edge.models import create_model
 from tofu_edge.weights import seeded, weights_fingerprint
 
@@ -34,7 +34,7 @@ def classifier_metadata(path: Path) -> dict[str, str]:
         ConfigError: the file is one step of a diffusion model (several inputs), not an image classifier.
     """
     metadata = onnx_metadata(path) if path.suffix.lower() == ".onnx" else _engine_metadata(path)
-    if "diffusion_plan" in metadata or "inputs" in metadata:
+    if MetadataKey.DIFFUSION_PLAN in metadata or MetadataKey.INPUTS in metadata:
         raise ConfigError(
             f"{path.name} is one denoising step of a diffusion model, not an image classifier: eval compares a "
             f"classifier's outputs on photos; time the file with tofu-edge bench {path}"
@@ -52,9 +52,9 @@ def _engine_metadata(path: Path) -> dict[str, str]:
     for key, value in (onnx_part.get("metadata") or {}).items():
         if isinstance(value, str):
             metadata[key] = value
-        elif key == "seed" and isinstance(value, int):
+        elif key == MetadataKey.SEED and isinstance(value, int):
             metadata[key] = str(value)
-        elif key in ("diffusion_plan", "inputs"):
+        elif key in (MetadataKey.DIFFUSION_PLAN, MetadataKey.INPUTS):
             metadata[key] = "present"
     return metadata
 
@@ -75,12 +75,12 @@ def reference_model(
         ConfigError: the file was exported from another architecture than ``model`` (names both and what to run).
         CheckpointError: ``checkpoint`` cannot be loaded.
     """
-    seed = metadata.get("seed") if checkpoint is None else None
+    seed = metadata.get(MetadataKey.SEED) if checkpoint is None else None
     with seeded(int(seed)) if seed is not None else contextlib.nullcontext():
         reference = create_model(model, img_size=img_size)
     if checkpoint is not None:
         load_checkpoint(reference, checkpoint)
-    exported_from = metadata.get("model")  # a timm name, or a class name for a file exported from a model object
+    exported_from = metadata.get(MetadataKey.MODEL)  # a timm name, or the class name of a model object
     architecture = getattr(reference, "pretrained_cfg", {}).get("architecture") or model
     if exported_from is not None and exported_from != architecture and timm.is_model(exported_from):
         raise ConfigError(
@@ -100,13 +100,13 @@ def check_same_weights(
     Raises:
         ConfigError: the fingerprints differ; says which weights each side has and what to pass.
     """
-    expected = metadata.get("weights_sha256")
+    expected = metadata.get(MetadataKey.WEIGHTS_SHA256)
     if expected is None:
         return
     found = weights_fingerprint(reference)
     if found == expected:
         return
-    seed = metadata.get("seed")
+    seed = metadata.get(MetadataKey.SEED)
     if checkpoint is not None:
         here = f"the weights of {checkpoint}"
         fix = (
