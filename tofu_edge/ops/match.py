@@ -14,6 +14,7 @@ __all__ = [
     "source_order",
     "split_starts",
     "token_range",
+    "descending_rank",
     "EPS",
 ]
 
@@ -185,19 +186,35 @@ def source_order(best_score: torch.Tensor, r: int) -> torch.Tensor:
 def _exported_source_order(best_score: torch.Tensor, r: int) -> torch.Tensor:
     """`source_order` in portable ops whose result does not depend on a backend's tie order: ONNX has no stable
     sort, and TensorRT documents no tie order for its TopK. Each token's rank in the stable descending order is
-    counted exactly by comparisons; one TopK over distinct integer keys then orders the tokens.
+    counted exactly (`descending_rank`); one TopK over distinct integer keys then orders the tokens.
 
     Shapes:
         best_score: [B, |A|]
         returns: [B, |A|] (int64 indices into A)
     """
     num_a = best_score.shape[-1]
-    # j is ahead of i if it scores higher, or the same with a lower index.
-    others, own = best_score[:, None, :], best_score[:, :, None]
-    index = torch.arange(num_a, device=best_score.device)
-    ahead = (others > own) | ((others == own) & (index[None, :] < index[:, None]))
-    rank = ahead.to(torch.float32).sum(dim=-1)  # [B, |A|]
+    rank = descending_rank(best_score)
     # Distinct keys: sources first, then the unmerged tokens, each in ascending index.
     reverse_index = torch.arange(num_a - 1, -1, -1, device=best_score.device, dtype=torch.float32)
     key = torch.where(rank < r, reverse_index + num_a, reverse_index)
     return key.topk(num_a, dim=-1).indices
+
+
+def descending_rank(values: torch.Tensor) -> torch.Tensor:
+    """Each entry's rank in the stable descending order of its row (0 = the largest; a tie goes to the lower index).
+
+    Exported, the rank is counted by comparisons (``j`` is ahead of ``i`` if it is larger, or equal with a lower
+    index), so it does not depend on any backend's sort or TopK tie order; in PyTorch it comes from a stable sort.
+
+    Shapes:
+        values: [B, K]
+        returns: [B, K] (float32 when exported, int64 in PyTorch; exact small integers either way)
+    """
+    num = values.shape[-1]
+    index = torch.arange(num, device=values.device)
+    if torch.compiler.is_exporting():
+        others, own = values[:, None, :], values[:, :, None]
+        ahead = (others > own) | ((others == own) & (index[None, :] < index[:, None]))
+        return ahead.to(torch.float32).sum(dim=-1)
+    ranked = values.sort(dim=-1, descending=True, stable=True).indices
+    return torch.empty_like(ranked).scatter_(1, ranked, index.expand_as(ranked))

@@ -14,8 +14,8 @@ strategies keep ToMe's matching but first *protect* a fixed number of A tokens, 
 
 The protected count is a Python int fixed with the plan (`tofu_edge.plan.protected_count`): a fraction of the A
 tokens, capped so that ``r`` unprotected ones remain. Protection is exact and backend-independent: the ``protect``
-tokens of highest priority, a tie going to the lower index, found by counting comparisons when exported (no sort,
-no TopK ties).
+tokens of highest priority, a tie going to the lower index (`tofu_edge.ops.match.descending_rank`, the ranking the
+source order uses too).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from tofu_edge.config import Selection
-from tofu_edge.ops.match import TokenMatch, cosine_scores, match_scores, split_starts, token_range
+from tofu_edge.ops.match import TokenMatch, cosine_scores, descending_rank, match_scores, split_starts, token_range
 
 __all__ = [
     "ENERGY_MARGIN",
@@ -53,17 +53,7 @@ def protect_top(priority: torch.Tensor, protect: int) -> torch.Tensor:
         priority: [B, |A|]
         returns: [B, |A|] (bool)
     """
-    num_a = priority.shape[-1]
-    if torch.compiler.is_exporting():
-        # A token's rank in the stable descending order, counted exactly: j is ahead of i if it has a higher
-        # priority, or the same with a lower index.
-        others, own = priority[:, None, :], priority[:, :, None]
-        index = torch.arange(num_a, device=priority.device)
-        ahead = (others > own) | ((others == own) & (index[None, :] < index[:, None]))
-        return ahead.to(torch.float32).sum(dim=-1) < protect
-    ranked = priority.sort(dim=-1, descending=True, stable=True).indices
-    rank = torch.empty_like(ranked).scatter_(1, ranked, torch.arange(num_a, device=priority.device).expand_as(ranked))
-    return rank < protect
+    return descending_rank(priority) < protect
 
 
 def select_tokens(
