@@ -12,12 +12,11 @@ import torch
 from timm.models.vision_transformer import Block
 
 from tofu_edge.config import Selection
-from tofu_edge.errors import ConfigError
 from tofu_edge.ops.match import TokenMatch
 from tofu_edge.ops.merge import fuse_tokens
 from tofu_edge.ops.select import select_tokens
 from tofu_edge.patch.attention import class_attention, mean_key, size_bias
-from tofu_edge.patch.steps import FusionStep, auto_step, torch_step, unsupported_selection
+from tofu_edge.patch.steps import FusionStep, auto_step, check_runs_selection
 from tofu_edge.plan import BlockPlan
 
 __all__ = ["FusedBlock"]
@@ -116,8 +115,7 @@ class FusedBlock(Block):
             return x, size, None
         if step.selection is Selection.BIPARTITE:
             return self.tofu_fusion(x, size, metric, step.num_prefix, step.r, step.op)
-        if self.tofu_fusion not in (auto_step, torch_step):
-            raise ConfigError(unsupported_selection(step.selection, self.tofu_fusion))
+        check_runs_selection(self.tofu_fusion, step.selection)
         match = select_tokens(metric, step.num_prefix, step.r, step.selection, step.protect, attention)
         x, size = fuse_tokens(x, size, match, step.op)
         return x, size, match

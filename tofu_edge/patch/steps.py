@@ -40,7 +40,7 @@ __all__ = [
     "auto_step",
     "step_for",
     "use_step",
-    "unsupported_selection",
+    "check_runs_selection",
 ]
 
 StepResult = tuple[torch.Tensor, "torch.Tensor | None", "TokenMatch | None"]
@@ -150,10 +150,9 @@ def use_step(model: torch.nn.Module, step: StepBackend | str | FusionStep) -> to
     if not blocks:
         raise ConfigError("use_step needs a fused model: call tofu_edge.fuse(model, config) first")
     chosen = step if callable(step) else step_for(step)
-    if chosen not in (auto_step, torch_step):
-        for block in blocks:
-            if block.tofu_step.r and block.tofu_step.selection is not Selection.BIPARTITE:
-                raise ConfigError(unsupported_selection(block.tofu_step.selection, chosen))
+    for block in blocks:
+        if block.tofu_step.r:
+            check_runs_selection(chosen, block.tofu_step.selection)
     for block in blocks:
         if chosen is auto_step:
             block.__dict__.pop("tofu_fusion", None)  # back to the class default
@@ -162,10 +161,17 @@ def use_step(model: torch.nn.Module, step: StepBackend | str | FusionStep) -> to
     return model
 
 
-def unsupported_selection(selection: Selection, step: FusionStep) -> str:
-    """The one-line refusal of a selection on a step other than the PyTorch ops (Triton, plugin nodes, kernels)."""
+def check_runs_selection(step: FusionStep, selection: Selection) -> None:
+    """Refuse, in one line, a selection that ``step`` does not run: only the PyTorch ops (``torch``, and ``auto``,
+    which runs them for a selection) run selections other than ``bipartite``; Triton, plugin nodes and kernels do not.
+
+    Raises:
+        ConfigError: ``selection`` is not ``bipartite`` and ``step`` is not the PyTorch ops.
+    """
+    if selection is Selection.BIPARTITE or step in (auto_step, torch_step):
+        return
     name = getattr(step, "__name__", type(step).__name__)
-    return (
+    raise ConfigError(
         f"selection={selection.value} runs on the PyTorch ops and in the portable ONNX flavour only; the Triton step, "
         f"the plugin flavour and the plugin kernels ({name} here) run selection=bipartite: export with --flavor "
         "portable, or use_step(model, 'torch')"
