@@ -52,6 +52,7 @@ VARIANTS = {
 }
 CANDIDATES = [name for name in VARIANTS if not name.endswith("bipartite")]
 SWAPPED = "mean bipartite, A/B swapped"
+PARTS = "photos,probe,toy,speed"  # every part, in the order they run (``--selection-parts``)
 PROBE_SCHEDULE, PROBE_TRAIN, PROBE_TEST = "r=16", 1000, 600
 TOY_RS = (2, 4, 6)
 CHUNK = 50
@@ -113,6 +114,16 @@ def view_cosines(model, views, reference, config: FusionConfig, swap: bool = Fal
     return torch.nn.functional.cosine_similarity(out.double(), reference.double(), dim=-1)
 
 
+def photo_index(names: list[str]) -> torch.Tensor:
+    """The source photo of every view as an integer (views are paired and clustered by it).
+
+    Shapes:
+        returns: [len(names)] int64
+    """
+    photos = {name: index for index, name in enumerate(sorted(set(names)))}
+    return torch.tensor([photos[name] for name in names])
+
+
 def paired(cosines: torch.Tensor, baseline: torch.Tensor, photo: torch.Tensor) -> dict:
     """Mean paired difference with its standard error over views and clustered by source photo.
 
@@ -152,7 +163,7 @@ def photo_study(log: Callable[[str], None], quick: bool) -> dict:
     if quick:
         keep = [i for i, n in enumerate(names) if n in ("foolbox/imagenet_00_243", "skimage/chelsea")]
         views, names = views[keep], [names[i] for i in keep]
-    photo = torch.tensor([sorted(set(names)).index(n) for n in names])
+    photo = photo_index(names)
     calibration = torch.tensor([n in CALIBRATION for n in names])
     reference = outputs(model, views)
     schedules = {"r=13": SCHEDULES["r=13"]} if quick else SCHEDULES
@@ -177,7 +188,7 @@ def other_size_study(log: Callable[[str], None]) -> dict:
 
     model = load_dinov2(OTHER_SIZE)
     views, names = photo_views(model, "held_out")
-    photo = torch.tensor([sorted(set(names)).index(n) for n in names])
+    photo = photo_index(names)
     reference = outputs(model, views)
     scale = (OTHER_SIZE // PATCH) ** 2 / (SIZE // PATCH) ** 2
     rows = {}

@@ -175,9 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=None, help="JSON (default results/real_weights_study.json)")
     parser.add_argument("--plot", type=Path, default=None, help="PNG (default: the JSON's path with .png)")
     parser.add_argument("--selection", action="store_true", help="run the selection study instead")
-    parser.add_argument(
-        "--selection-parts", default="photos,probe,toy,speed", help="the selection study's parts to run"
-    )
+    parser.add_argument("--selection-parts", default=None, help="the selection study's parts to run (default: all)")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     from benchmarks.accuracy_study import DATA
@@ -197,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.selection:
         from benchmarks import real_weights_selection as selection
 
-        parts = "" if args.selection_parts == "photos,probe,toy,speed" else "_" + args.selection_parts.replace(",", "_")
+        parts = "" if args.selection_parts in (None, selection.PARTS) else "_" + args.selection_parts.replace(",", "_")
+        args.selection_parts = args.selection_parts or selection.PARTS
         name = f"real_weights_selection{parts}{'_quick' if quick else ''}.json"
         payload = selection.run_selection_study(args, log)
         write_json(args.output or RESULTS / name, payload)
